@@ -1,0 +1,149 @@
+"""Conformer blocks (Gulati et al. 2020) with key padding masks, plus a cross-attention block.
+
+Block = x + 1/2 FF(x) -> x + MHSA(x) -> x + Conv(x) -> x + 1/2 FF(x) -> LayerNorm (macaron).
+
+Choices, stated once:
+- Normalisation inside the conv module is LayerNorm over channels (per frame), not BatchNorm:
+  BatchNorm would mix padded frames and other samples into its statistics; per-frame LayerNorm
+  cannot leak padding.
+- Padded frames are zeroed before the depthwise conv (so they do not bleed into real frames
+  through the kernel) and at the end of every block.
+- No explicit positional encoding: the official code's conformer uses relative positional
+  attention; here order information comes from the depthwise convolution, which keeps
+  F.scaled_dot_product_attention usable with a plain boolean key mask.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    """x: (B, T, D), mask: (B, T) True = real -> x with padded frames set to 0."""
+    return x * mask.unsqueeze(-1).to(x.dtype)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, mult: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_model * mult),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_model * mult, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D)
+        return self.net(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention of queries x over keys/values y with a key padding mask."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, y: Tensor, key_mask: Tensor) -> Tensor:
+        # x: (B, Tq, D), y: (B, Tk, D), key_mask: (B, Tk) bool, every row has a True
+        b, tq, d = x.shape
+        q = self._heads(self.q(x))  # (B, H, Tq, Dh)
+        k, v = (self._heads(t) for t in self.kv(y).chunk(2, dim=-1))  # (B, H, Tk, Dh)
+        attn_mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk), True = attend
+        drop = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        return self.out(o.transpose(1, 2).reshape(b, tq, d))  # (B, Tq, D)
+
+    def _heads(self, t: Tensor) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
+        b, n, d = t.shape
+        return t.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        h = self.norm(x)
+        return self.drop(self.attn(h, h, mask))
+
+
+class ConvModule(nn.Module):
+    """LN -> pointwise conv (2D) + GLU -> depthwise conv (kernel k) -> LN -> swish -> pointwise."""
+
+    def __init__(self, d_model: int, kernel_size: int, dropout: float):
+        super().__init__()
+        self.norm_in = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, kernel_size=1)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2,
+                                   groups=d_model)
+        self.norm_mid = nn.LayerNorm(d_model)  # per-frame: padding cannot leak into statistics
+        self.pointwise_out = nn.Conv1d(d_model, d_model, kernel_size=1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        h = self.pointwise_in(self.norm_in(x).transpose(1, 2))  # (B, 2D, T)
+        h = F.glu(h, dim=1)  # (B, D, T)
+        h = h * mask[:, None, :].to(h.dtype)  # padded frames must not enter the kernel
+        h = self.depthwise(h).transpose(1, 2)  # (B, T, D)
+        h = F.silu(self.norm_mid(h)).transpose(1, 2)  # (B, D, T)
+        return self.drop(self.pointwise_out(h).transpose(1, 2))  # (B, T, D)
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, kernel_size: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.ff1 = FeedForward(d_model, ff_mult, dropout)
+        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.conv = ConvModule(d_model, kernel_size, dropout)
+        self.ff2 = FeedForward(d_model, ff_mult, dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.attn(x, mask)
+        x = x + self.conv(x, mask)
+        x = x + 0.5 * self.ff2(x)
+        return zero_padding(self.norm(x), mask)
+
+
+class ConformerStack(nn.Module):
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, kernel_size: int, ff_mult: int,
+                 dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConformerBlock(d_model, n_heads, kernel_size, ff_mult, dropout) for _ in range(n_layers))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-LN cross-modal block (MulT style): x + Attn(LN x, LN y) -> x + FF(x), queries from x."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(d_model)
+        self.norm_kv = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.ff = FeedForward(d_model, ff_mult, dropout)
+
+    def forward(self, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+        # x: (B, Tx, D) queries, y: (B, Ty, D) keys/values, masks (B, T*) bool -> (B, Tx, D)
+        x = x + self.drop(self.attn(self.norm_q(x), self.norm_kv(y), y_mask))
+        x = x + self.ff(x)
+        return zero_padding(x, x_mask)

@@ -1,0 +1,296 @@
+"""Fusion strategies behind one interface.
+
+A strategy sees only the P samples that have both modalities (FusionInput) and returns the fused
+prediction plus unweighted auxiliary losses (FusionOutput); `aux_weights` says how much each aux
+loss counts in the total. Samples with one modality are predicted by that modality's unimodal
+branch (routing in AVModel), which is what every strategy reduces to when a modality is missing
+(for "late"/"gated": a missing modality gets weight 0).
+
+Strategies (cfg.fusion): "vavl", "late", "gated", "xattn", "foalnet" -- see build_fusion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import ModelConfig
+from model.conformer import CrossAttentionBlock
+from model.heads import MLPHead, masked_mean
+
+
+@dataclass
+class FusionInput:
+    audio: Tensor  # (P, Ta, D) encoded audio frames (after the shared block)
+    audio_mask: Tensor  # (P, Ta) bool
+    video: Tensor  # (P, Tv, D)
+    video_mask: Tensor  # (P, Tv) bool
+    audio_pooled: Tensor  # (P, D)
+    video_pooled: Tensor  # (P, D)
+    audio_pred: Tensor  # (P, K) unimodal head outputs (logits or values)
+    video_pred: Tensor  # (P, K)
+    target: Tensor  # (P, K)
+    label: Tensor  # (P,) long, -1 for dimensional
+
+
+@dataclass
+class FusionOutput:
+    pred: Tensor  # (P, K) logits (categorical) or values (dimensional)
+    aux: dict[str, Tensor] = field(default_factory=dict)  # unweighted auxiliary losses
+
+
+class FusionStrategy(nn.Module):
+    """Base class: subclasses set aux_weights and implement forward(FusionInput) -> FusionOutput."""
+
+    aux_weights: dict[str, float] = {}
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.task = cfg.task
+
+
+def _head(cfg: ModelConfig, d_in: int) -> MLPHead:
+    return MLPHead(d_in, cfg.d_model, cfg.head_hidden, cfg.n_outputs, cfg.dropout)
+
+
+def mix_predictions(audio_pred: Tensor, video_pred: Tensor, w_audio: Tensor, task: str) -> Tensor:
+    """Weighted average of unimodal outputs. w_audio: () or (P, 1) in [0, 1] -> (P, K).
+
+    Categorical: probabilities are averaged and returned as log-probabilities, which are valid
+    logits (softmax(log p) = p). Dimensional: values are averaged.
+    """
+    if task == "dimensional":
+        return w_audio * audio_pred + (1 - w_audio) * video_pred
+    probs = w_audio * audio_pred.softmax(-1) + (1 - w_audio) * video_pred.softmax(-1)
+    return probs.clamp_min(1e-12).log()
+
+
+class ConcatFusion(FusionStrategy):
+    """"vavl": the paper's audio-visual head, an MLP on concat(pooled audio, pooled video)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.head = _head(cfg, 2 * cfg.d_model)
+
+    def forward(self, inp: FusionInput) -> FusionOutput:
+        return FusionOutput(self.head(torch.cat([inp.audio_pooled, inp.video_pooled], dim=-1)))
+
+
+class LateFusion(FusionStrategy):
+    """"late": average of the unimodal heads' outputs.
+
+    One learned global mixing weight sigmoid(mix), initialised to the plain average (0.5), so the
+    strategy has something to train in the paper's fusion-only pass.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.mix = nn.Parameter(torch.zeros(()))
+
+    def forward(self, inp: FusionInput) -> FusionOutput:
+        w = torch.sigmoid(self.mix)
+        return FusionOutput(mix_predictions(inp.audio_pred, inp.video_pred, w, self.task))
+
+
+class GatedFusion(FusionStrategy):
+    """"gated": per-sample modality weights softmax(gate(concat(pooled a, pooled v))) mixing the
+    unimodal outputs as in late fusion. A missing modality has weight 0, i.e. the sample is
+    predicted by the present modality's branch (the routing in AVModel)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.gate = nn.Sequential(
+            nn.Linear(2 * cfg.d_model, cfg.gated_hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.gated_hidden, 2),
+        )
+
+    def weights(self, inp: FusionInput) -> Tensor:  # -> (P, 2) [audio, video], rows sum to 1
+        return self.gate(torch.cat([inp.audio_pooled, inp.video_pooled], dim=-1)).softmax(-1)
+
+    def forward(self, inp: FusionInput) -> FusionOutput:
+        w = self.weights(inp)[:, :1]  # (P, 1)
+        return FusionOutput(mix_predictions(inp.audio_pred, inp.video_pred, w, self.task))
+
+
+class CrossModalFusion(nn.Module):
+    """MulT-style cross-modal attention in both directions -> concat of the pooled results.
+
+    audio queries attend over the video frames (layer by layer, keys/values stay the video
+    encoder output) and vice versa; returns (P, 2D).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_layers: int):
+        super().__init__()
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList(CrossAttentionBlock(cfg.d_model, cfg.n_heads, cfg.ff_mult, cfg.dropout)
+                                 for _ in range(n_layers))
+
+        self.a2v = stack()
+        self.v2a = stack()
+
+    def forward(self, a: Tensor, a_mask: Tensor, v: Tensor, v_mask: Tensor) -> Tensor:
+        xa, xv = a, v
+        for blk_a, blk_v in zip(self.a2v, self.v2a):
+            xa = blk_a(xa, a_mask, v, v_mask)  # (P, Ta, D)
+            xv = blk_v(xv, v_mask, a, a_mask)  # (P, Tv, D)
+        return torch.cat([masked_mean(xa, a_mask), masked_mean(xv, v_mask)], dim=-1)  # (P, 2D)
+
+
+class CrossAttentionFusion(FusionStrategy):
+    """"xattn": cross-modal attention (xattn_layers per direction), pooled + concat + MLP head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.fuse = CrossModalFusion(cfg, cfg.xattn_layers)
+        self.head = _head(cfg, 2 * cfg.d_model)
+
+    def forward(self, inp: FusionInput) -> FusionOutput:
+        fused = self.fuse(inp.audio, inp.audio_mask, inp.video, inp.video_mask)
+        return FusionOutput(self.head(fused))
+
+
+class Projection(nn.Module):
+    """Foal-Net's projection: LN(W1 x + Dropout(W2 gelu(W1 x)))."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: Tensor) -> Tensor:  # (P, d_in) -> (P, d_out)
+        e = self.linear1(x)
+        return self.norm(e + self.drop(self.linear2(F.gelu(e))))
+
+
+def emotion_groups(target: Tensor, label: Tensor, task: str) -> Tensor:
+    """(P,) long group ids that define "same emotion" for Foal-Net.
+
+    Categorical: the class label (argmax of the target when label is -1).
+    Dimensional: the arousal/valence quadrant of the z-scored targets, 2*(arousal > 0) + (valence > 0)
+    (4 groups; sign is used rather than batch terciles so the grouping does not depend on the batch).
+    """
+    if task == "categorical":
+        return torch.where(label >= 0, label, target.argmax(-1))
+    return 2 * (target[:, 0] > 0).long() + (target[:, 1] > 0).long()
+
+
+def alignment_loss(sim: Tensor, groups: Tensor) -> Tensor:
+    """Multi-positive InfoNCE. sim: (P, P) scaled audio-to-video similarities, groups: (P,).
+
+    Positives of audio i = every video j with the same group (including j = i); the target
+    distribution is uniform over them. Average of the audio->video and video->audio directions.
+    """
+    pos = (groups[:, None] == groups[None, :]).to(sim.dtype)  # (P, P), symmetric
+    t = pos / pos.sum(1, keepdim=True)
+    a2v = -(t * F.log_softmax(sim, dim=1)).sum(1).mean()
+    v2a = -(t * F.log_softmax(sim.t(), dim=1)).sum(1).mean()
+    return 0.5 * (a2v + v2a)
+
+
+@torch.no_grad()
+def matching_pairs(sim: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Pairs for the cross-modal emotion label matching task.
+
+    sim: (P, P) audio-row x video-column similarity, groups: (P,).
+    Returns audio indices, video indices and targets (1. = same emotion), each (N,):
+    the P original pairs (i, i) as positives, then for every audio i the most similar video with
+    a different group, then for every video j the most similar audio with a different group
+    (rows/columns without any different-group sample get no negative).
+    """
+    p = groups.shape[0]
+    diff = groups[:, None] != groups[None, :]  # (P, P)
+    masked = sim.masked_fill(~diff, float("-inf"))
+    rows = diff.any(1).nonzero().squeeze(1)  # audio with a possible negative
+    cols = diff.any(0).nonzero().squeeze(1)  # video with a possible negative
+    idx = torch.arange(p, device=sim.device)
+    a_idx = torch.cat([idx, rows, masked[:, cols].argmax(0)])
+    v_idx = torch.cat([idx, masked[rows].argmax(1), cols])
+    target = (groups[a_idx] == groups[v_idx]).to(sim.dtype)
+    return a_idx, v_idx, target
+
+
+class FoalNetFusion(FusionStrategy):
+    """"foalnet": fusion after alignment (Li et al., arXiv 2408.09438; official code layout
+    ASolitaryMan/Foal-Net model.py).
+
+    (a) audio-video emotion alignment: projected, L2-normalised pooled embeddings, multi-positive
+        InfoNCE with positives = same emotion group (see emotion_groups), learnable temperature
+        (init foal_temperature) -> aux "align" (weight foal_align_weight);
+    (b) cross-modal emotion label matching: a binary classifier on the cross-attention fusion of
+        (audio, video) pairs says whether they carry the same emotion; negatives are the hardest
+        (most similar) different-group partners -> aux "match" (weight foal_match_weight);
+    (c) classification from the bidirectional cross-attention fusion (foal_layers per direction).
+    Switches foal_use_align / foal_use_match remove (a) / (b) and their parameters. Batches with
+    fewer than two paired samples give zero aux losses.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.fuse = CrossModalFusion(cfg, cfg.foal_layers)
+        self.head = _head(cfg, 2 * cfg.d_model)
+        self.use_align, self.use_match = cfg.foal_use_align, cfg.foal_use_match
+        self.aux_weights = {}
+        if self.use_align:
+            self.proj_audio = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.dropout)
+            self.proj_video = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.dropout)
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.foal_temperature)))
+            self.aux_weights["align"] = cfg.foal_align_weight
+        if self.use_match:
+            self.match_head = nn.Linear(2 * cfg.d_model, 1)
+            self.aux_weights["match"] = cfg.foal_match_weight
+
+    def embeddings(self, inp: FusionInput) -> tuple[Tensor, Tensor]:
+        """L2-normalised (P, E) audio and video embeddings used for alignment and mining."""
+        if self.use_align:
+            za, zv = self.proj_audio(inp.audio_pooled), self.proj_video(inp.video_pooled)
+        else:
+            za, zv = inp.audio_pooled, inp.video_pooled
+        return F.normalize(za, dim=-1), F.normalize(zv, dim=-1)
+
+    def forward(self, inp: FusionInput) -> FusionOutput:
+        fused = self.fuse(inp.audio, inp.audio_mask, inp.video, inp.video_mask)  # (P, 2D)
+        out = FusionOutput(self.head(fused))
+        p = fused.shape[0]
+        groups = emotion_groups(inp.target, inp.label, self.task)
+        za, zv = self.embeddings(inp)
+        sim = za @ zv.t()  # (P, P) cosine similarity
+        if self.use_align:
+            scale = self.logit_scale.exp().clamp(max=100.0)
+            out.aux["align"] = alignment_loss(sim * scale, groups) if p >= 2 else sim.sum() * 0.0
+        if self.use_match:
+            out.aux["match"] = self._match_loss(inp, fused, sim.detach(), groups)
+        return out
+
+    def _match_loss(self, inp: FusionInput, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
+        a_idx, v_idx, target = matching_pairs(sim, groups)
+        p = fused.shape[0]
+        neg_a, neg_v = a_idx[p:], v_idx[p:]
+        parts = [fused]  # the original pairs are the positives: reuse their fusion
+        if neg_a.numel():
+            parts.append(self.fuse(inp.audio[neg_a], inp.audio_mask[neg_a],
+                                   inp.video[neg_v], inp.video_mask[neg_v]))
+        logits = self.match_head(torch.cat(parts)).squeeze(-1)  # (N,)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def build_fusion(cfg: ModelConfig) -> FusionStrategy:
+    if cfg.fusion == "vavl":
+        return ConcatFusion(cfg)
+    elif cfg.fusion == "late":
+        return LateFusion(cfg)
+    elif cfg.fusion == "gated":
+        return GatedFusion(cfg)
+    elif cfg.fusion == "xattn":
+        return CrossAttentionFusion(cfg)
+    elif cfg.fusion == "foalnet":
+        return FoalNetFusion(cfg)
+    raise ValueError(f"unknown fusion {cfg.fusion!r}")

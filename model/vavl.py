@@ -1,0 +1,233 @@
+"""VAVL (Goncalves et al., arXiv 2305.07216) with a pluggable fusion strategy.
+
+audio/video frames -> 1x1 conv projection -> linear to d_model -> conformer encoder (per modality)
+-> shared conformer layers (same weights for both modalities) + residual + LayerNorm
+-> masked mean pooling -> unimodal head (prediction) and reconstruction head (pooled input)
+paired samples additionally -> fusion strategy (model/fusion.py).
+
+Each modality is encoded only for the samples that have it (index_select), so no attention ever
+runs over an all-masked row. out.pred routes: paired -> fusion, audio-only -> audio head,
+video-only -> video head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.batch import Batch
+from model.conformer import ConformerStack, zero_padding
+from model.config import ModelConfig
+from model.fusion import FusionInput, build_fusion
+from model.heads import MLPHead, masked_mean
+from model.losses import task_loss
+
+MODALITIES = ("audio", "video")
+
+
+class ModalityEncoder(nn.Module):
+    """(N, T, D_in) features -> (N, T, d_model) frames. One class, instantiated per modality."""
+
+    def __init__(self, in_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.proj = nn.Conv1d(in_dim, cfg.proj_dim, kernel_size=1, bias=False)
+        self.inp = nn.Linear(cfg.proj_dim, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = ConformerStack(cfg.enc_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
+                                     cfg.ff_mult, cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (N, T, proj_dim)
+        h = zero_padding(self.drop(self.inp(h)), mask)  # (N, T, d_model)
+        return self.blocks(h, mask)
+
+
+class SharedBlock(nn.Module):
+    """Shared conformer layers: LayerNorm(conformer(x) + x) (residual switchable)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.blocks = ConformerStack(cfg.shared_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
+                                     cfg.ff_mult, cfg.dropout)
+        self.residual = cfg.shared_residual
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (N, T, D) -> (N, T, D)
+        h = self.blocks(x, mask)
+        if self.residual:
+            h = h + x
+        return zero_padding(self.norm(h), mask)
+
+
+@dataclass
+class Encoded:
+    """One modality, for the N samples of the batch that have it."""
+
+    idx: Tensor  # (N,) long, positions in the batch
+    frames: Tensor  # (N, T, D) after the shared block
+    mask: Tensor  # (N, T) bool
+    pooled: Tensor  # (N, D)
+    pred: Tensor  # (N, K) unimodal head output
+    recon: Tensor | None = None  # (N, D_in) reconstructed pooled input
+    recon_target: Tensor | None = None  # (N, D_in) pooled input features
+
+
+@dataclass
+class ModelOutput:
+    pred: Tensor  # (B, K) routed by availability
+    audio: Encoded | None
+    video: Encoded | None
+    pair_idx: Tensor  # (P,) long, samples with both modalities
+    fusion_pred: Tensor | None  # (P, K), None when P = 0
+    aux: dict[str, Tensor] = field(default_factory=dict)  # unweighted fusion aux losses
+    fusion_only: bool = False
+
+    def encoded(self, modality: str) -> Encoded | None:
+        return self.audio if modality == "audio" else self.video
+
+
+class AVModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        dims = {"audio": cfg.audio_dim, "video": cfg.video_dim}
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], cfg) for m in MODALITIES})
+        self.shared = SharedBlock(cfg) if cfg.use_shared and cfg.shared_layers > 0 else None
+        self.heads = nn.ModuleDict({m: _unimodal_head(cfg, cfg.n_outputs) for m in MODALITIES})
+        self.recon = (nn.ModuleDict({m: _unimodal_head(cfg, dims[m]) for m in MODALITIES})
+                      if cfg.recon_weight > 0 else None)
+        self.fusion = build_fusion(cfg)
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(self, batch: Batch, fusion_only: bool = False) -> ModelOutput:
+        """fusion_only: the paper's third pass -- everything but the fusion strategy runs in
+        eval mode under no_grad, so only the audio-visual path gets gradients."""
+        frozen = self._frozen() if fusion_only else contextlib.nullcontext()
+        with frozen:
+            enc = {m: self._encode(m, batch) for m in MODALITIES}
+        pair_idx, fused = self._fuse(batch, enc)
+        pred = self._route(batch, enc, pair_idx, fused.pred if fused else None)
+        return ModelOutput(pred=pred, audio=enc["audio"], video=enc["video"], pair_idx=pair_idx,
+                           fusion_pred=fused.pred if fused else None,
+                           aux=dict(fused.aux) if fused else {}, fusion_only=fusion_only)
+
+    def _encode(self, modality: str, batch: Batch) -> Encoded | None:
+        has = batch.has_audio if modality == "audio" else batch.has_video
+        idx = has.nonzero().squeeze(1)  # (N,)
+        if idx.numel() == 0:
+            return None
+        x, mask = _subset_frames(getattr(batch, modality), getattr(batch, f"{modality}_mask"), idx)
+        h = self.encoders[modality](x, mask)  # (N, T, D)
+        if self.shared is not None:
+            h = self.shared(h, mask)
+        pooled = masked_mean(h, mask)  # (N, D)
+        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled))
+        if self.recon is not None:
+            out.recon = self.recon[modality](pooled)
+            out.recon_target = masked_mean(x, mask).float()
+        return out
+
+    def _fuse(self, batch: Batch, enc: dict[str, Encoded | None]):
+        pair = batch.has_audio & batch.has_video
+        pair_idx = pair.nonzero().squeeze(1)  # (P,)
+        if pair_idx.numel() == 0:
+            return pair_idx, None
+        rows = {m: (torch.cumsum(getattr(batch, f"has_{m}").long(), 0) - 1)[pair_idx] for m in MODALITIES}
+        a_frames, a_mask = _subset_frames(enc["audio"].frames, enc["audio"].mask, rows["audio"])
+        v_frames, v_mask = _subset_frames(enc["video"].frames, enc["video"].mask, rows["video"])
+        inp = FusionInput(
+            audio=a_frames, audio_mask=a_mask, video=v_frames, video_mask=v_mask,
+            audio_pooled=enc["audio"].pooled[rows["audio"]], video_pooled=enc["video"].pooled[rows["video"]],
+            audio_pred=enc["audio"].pred[rows["audio"]], video_pred=enc["video"].pred[rows["video"]],
+            target=batch.target[pair_idx], label=batch.label[pair_idx])
+        return pair_idx, self.fusion(inp)
+
+    def _route(self, batch: Batch, enc: dict[str, Encoded | None], pair_idx: Tensor,
+               fusion_pred: Tensor | None) -> Tensor:
+        pred = batch.target.new_zeros(batch.size, self.cfg.n_outputs, dtype=torch.float32)  # (B, K)
+        for e in enc.values():  # video after audio, fusion last: paired rows end as fusion
+            if e is not None:
+                pred = pred.index_copy(0, e.idx, e.pred.float())
+        if fusion_pred is not None:
+            pred = pred.index_copy(0, pair_idx, fusion_pred.float())
+        return pred
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        modules = [m for name, m in self.named_children() if name != "fusion"]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+
+    # ---- loss & optimisation --------------------------------------------------------------
+    def loss(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        """Loss components and "total" (what to backward).
+
+        Fused pass: task (out.pred, every sample) + unimodal_weight * (audio + video heads on the
+        samples that have the modality) + recon_weight * recon + weighted fusion aux losses.
+        fusion_only pass: task on the paired samples' fusion output + fusion aux losses.
+        "total" has no gradient when nothing in the batch trains (fusion_only without paired
+        samples): skip the backward then (check total.requires_grad).
+        """
+        cfg = self.cfg
+        zero = batch.target.new_zeros(())
+        if out.fusion_only:
+            fusion_pred = out.fusion_pred
+            losses = {"task": zero if fusion_pred is None
+                      else task_loss(fusion_pred.float(), batch.target[out.pair_idx], cfg.task)}
+            total = losses["task"]
+        else:
+            losses = {"task": task_loss(out.pred, batch.target, cfg.task)}
+            for m in MODALITIES:
+                e = out.encoded(m)
+                losses[m] = zero if e is None else task_loss(e.pred.float(), batch.target[e.idx], cfg.task)
+            total = losses["task"] + cfg.unimodal_weight * (losses["audio"] + losses["video"])
+            if self.recon is not None:
+                losses["recon"] = _recon_loss(out)
+                total = total + cfg.recon_weight * losses["recon"]
+        for name, value in out.aux.items():
+            losses[name] = value
+            total = total + self.fusion.aux_weights.get(name, 1.0) * value
+        losses["total"] = total
+        return losses
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Two groups for one AdamW: matrices/conv kernels decay; norms, biases, scalars do not."""
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+                {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        """What the fusion_only pass trains."""
+        return list(self.fusion.parameters())
+
+
+def _unimodal_head(cfg: ModelConfig, d_out: int) -> MLPHead:
+    return MLPHead(cfg.d_model, cfg.d_model, cfg.head_hidden, d_out, cfg.dropout)
+
+
+def _subset_frames(x: Tensor, mask: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows idx of (B, T, D) frames and (B, T) mask, time trimmed to the last real frame."""
+    x, mask = x.index_select(0, idx), mask.index_select(0, idx)
+    t = int(mask.any(0).nonzero().max()) + 1
+    return x[:, :t], mask[:, :t]
+
+
+def _recon_loss(out: ModelOutput) -> Tensor:
+    """Sum over present modalities of MSE(reconstructed pooled input, pooled input)."""
+    terms = [F.mse_loss(e.recon.float(), e.recon_target) for e in (out.audio, out.video) if e is not None]
+    return torch.stack(terms).sum()

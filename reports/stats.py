@@ -1,0 +1,82 @@
+"""Small statistics helpers: confidence intervals and paired tests (numpy; scipy when installed)."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) Student-t interval of the mean; lo = hi = mean for a single value."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(x.mean())
+    if len(x) < 2:
+        return (m, m, m)
+    half = _t_quantile(level, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return (m, m - half, m + half)
+
+
+def _t_quantile(level: float, dof: int) -> float:
+    try:
+        from scipy import stats
+        return float(stats.t.ppf(0.5 + level / 2, dof))
+    except ImportError:  # normal approximation
+        return 1.959963984540054 if level == 0.95 else float(np.sqrt(2) * _erfinv(level))
+
+
+def _erfinv(y: float) -> float:
+    a = 0.147
+    ln = math.log(1 - y * y)
+    t = 2 / (math.pi * a) + ln / 2
+    return math.copysign(math.sqrt(math.sqrt(t * t - ln / a) - t), y)
+
+
+def bootstrap_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): percentile bootstrap interval of the mean (deterministic for a seed)."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(x.mean())
+    if len(x) < 2:
+        return (m, m, m)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))  # (n_boot, n)
+    means = x[idx].mean(axis=1)
+    a = (1 - level) / 2
+    return (m, float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
+
+
+def sign_flip_pvalue(diffs, n_perm: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired permutation test of mean(diffs) = 0; exact when n <= 16."""
+    d = np.asarray(diffs, dtype=float)
+    obs = abs(d.mean())
+    if len(d) <= 16:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))  # (2^n, n)
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_perm, len(d)))
+    stats = np.abs((signs * d).mean(axis=1))
+    return float(np.mean(stats >= obs - 1e-12))
+
+
+def paired_test(a, b, seed: int = 0) -> dict:
+    """Paired comparison of a and b (same seeds, same order): mean of a - b, bootstrap CI, p-value."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[~np.isnan(d)]
+    out = {"n": int(len(d)), "mean_diff": math.nan, "ci_lo": math.nan, "ci_hi": math.nan,
+           "p_value": math.nan, "test": "none"}
+    if len(d) == 0:
+        return out
+    out["mean_diff"], out["ci_lo"], out["ci_hi"] = bootstrap_ci(d, seed=seed)
+    if len(d) < 2:
+        return out
+    if np.allclose(d, 0):
+        return {**out, "p_value": 1.0, "test": "all differences zero"}
+    try:
+        from scipy import stats
+        return {**out, "p_value": float(stats.wilcoxon(d).pvalue), "test": "Wilcoxon signed-rank"}
+    except ImportError:
+        return {**out, "p_value": sign_flip_pvalue(d, seed=seed), "test": "sign-flip permutation"}

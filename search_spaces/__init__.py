@@ -1,0 +1,72 @@
+"""Search spaces (define-by-run functions of an Optuna trial) and shipped study specs.
+
+`SPACES` maps the names a study spec lists under `spaces:` to the functions in `spaces.py`;
+`combine(names, fixed)` builds the one define-by-run function OptunaSearch receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from search_spaces.spaces import (FUSIONS, architecture, architecture_tiny, fusion, missing,
+                                  optimisation)
+
+SpaceFn = Callable[[Any], dict]
+
+SPACES: dict[str, SpaceFn] = {
+    "architecture": architecture,
+    "architecture_tiny": architecture_tiny,
+    "optimisation": optimisation,
+    "fusion": fusion,
+    "missing": missing,
+}
+
+__all__ = ["SPACES", "FUSIONS", "FixingTrial", "combine", "get_space"]
+
+
+def get_space(name: str) -> SpaceFn:
+    if name not in SPACES:
+        raise KeyError(f"unknown search space {name!r}; choose from {sorted(SPACES)}")
+    return SPACES[name]
+
+
+class FixingTrial:
+    """Wraps an Optuna trial: `suggest_*(name, ...)` returns `fixed[name]` without suggesting.
+
+    So a cell that fixes `fusion` and `train_missing_rate` makes the fusion/missing spaces
+    skip those suggestions (and Optuna never records them as searched parameters), while the
+    branches of a fixed fusion still get their own parameters suggested.
+    """
+
+    def __init__(self, trial: Any, fixed: Mapping[str, Any]):
+        self._trial = trial
+        self._fixed = dict(fixed)
+
+    def __getattr__(self, item: str) -> Any:
+        attr = getattr(self._trial, item)
+        if not (item.startswith("suggest_") and callable(attr)):
+            return attr
+
+        def suggest(name: str, *args, **kwargs):
+            if name in self._fixed:
+                return self._fixed[name]
+            return attr(name, *args, **kwargs)
+
+        return suggest
+
+
+def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None
+            ) -> Callable[[Any], dict]:
+    """One define-by-run function: every named space in order, then the fixed values on top."""
+    fns = [get_space(n) for n in names]
+    fixed = dict(fixed or {})
+
+    def space(trial) -> dict:
+        proxy = FixingTrial(trial, fixed)
+        params: dict = {}
+        for fn in fns:
+            params.update(fn(proxy))
+        params.update(fixed)
+        return params
+
+    return space

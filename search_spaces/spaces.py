@@ -1,0 +1,88 @@
+"""Define-by-run search spaces: plain functions of an Optuna trial returning flat config keys.
+
+Each function suggests the parameters of one concern and returns them as a flat dict whose
+keys are ModelConfig / protocol / TrainConfig field names. Spaces are combined by name with
+`search_spaces.combine(names, fixed)`; keys that the study fixes (a cell's fusion and
+train_missing_rate, the spec's fixed params) are never suggested (see `FixingTrial`).
+"""
+
+from __future__ import annotations
+
+FUSIONS = ("vavl", "late", "gated", "xattn", "foalnet")
+
+
+def architecture(trial) -> dict:
+    """VAVL encoder/shared-block sizes at paper scale (GPU)."""
+    p = {
+        "d_model": trial.suggest_categorical("d_model", [128, 256, 512]),
+        "n_heads": trial.suggest_categorical("n_heads", [4, 8]),
+        "enc_layers": trial.suggest_int("enc_layers", 1, 4),
+        "kernel_size": trial.suggest_categorical("kernel_size", [15, 31]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+        "recon_weight": trial.suggest_float("recon_weight", 0.0, 2.0),
+    }
+    return {**p, **_shared_block(trial, max_layers=3)}
+
+
+def architecture_tiny(trial) -> dict:
+    """Same knobs as `architecture`, laptop-sized ranges (tiny preset, 2-core CPU)."""
+    p = {
+        "d_model": trial.suggest_categorical("d_model", [16, 32]),
+        "n_heads": trial.suggest_categorical("n_heads", [2, 4]),
+        "enc_layers": trial.suggest_int("enc_layers", 1, 2),
+        "kernel_size": trial.suggest_categorical("kernel_size", [3, 7]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+        "recon_weight": trial.suggest_float("recon_weight", 0.0, 1.0),
+    }
+    return {**p, **_shared_block(trial, max_layers=1)}
+
+
+def _shared_block(trial, max_layers: int) -> dict:
+    use_shared = trial.suggest_categorical("use_shared", [True, False])
+    if not use_shared:  # ablation: no shared layers, residual is moot
+        return {"use_shared": False, "shared_layers": 0}
+    return {
+        "use_shared": True,
+        "shared_layers": trial.suggest_int("shared_layers", 1, max_layers),
+        "shared_residual": trial.suggest_categorical("shared_residual", [True, False]),
+    }
+
+
+def optimisation(trial) -> dict:
+    """AdamW learning rate / weight decay and batch size."""
+    return {
+        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
+    }
+
+
+def fusion(trial) -> dict:
+    """Fusion strategy (categorical) with each strategy's own parameters in its branch."""
+    name = trial.suggest_categorical("fusion", list(FUSIONS))
+    return {"fusion": name, **_fusion_params(trial, name)}
+
+
+def _fusion_params(trial, name: str) -> dict:
+    if name == "gated":
+        return {"gated_hidden": trial.suggest_categorical("gated_hidden", [16, 64, 128])}
+    if name == "xattn":
+        return {"xattn_layers": trial.suggest_int("xattn_layers", 1, 2)}
+    if name == "foalnet":
+        return {
+            "foal_use_align": trial.suggest_categorical("foal_use_align", [True, False]),
+            "foal_use_match": trial.suggest_categorical("foal_use_match", [True, False]),
+            "foal_match_weight": trial.suggest_float("foal_match_weight", 0.01, 1.0, log=True),
+            "foal_temperature": trial.suggest_float("foal_temperature", 0.03, 0.3, log=True),
+        }
+    return {}  # vavl, late: no parameters of their own
+
+
+def missing(trial) -> dict:
+    """Missing-modality protocol of training: unpaired share, its audio/video split, dropout."""
+    return {
+        "train_missing_rate": trial.suggest_categorical(
+            "train_missing_rate", [0.0, 0.25, 0.5, 0.75]),
+        "audio_only_share": trial.suggest_float("audio_only_share", 0.2, 0.8),
+        "modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3),
+    }

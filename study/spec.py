@@ -1,0 +1,414 @@
+"""Study spec: a YAML file validated on load into frozen dataclasses.
+
+Every error names the offending key path (e.g. `resources.gpus_per_worker`), so a typo or an
+impossible request fails before any trial starts, not an hour into a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from model.config import FUSIONS, ModelConfig, PRESETS
+
+SEARCHERS = ("optuna-tpe", "random", "grid")
+SCHEDULERS = ("asha", "none")
+MODES = ("auto", "inline", "train")
+CONDITIONS = ("av", "audio_only", "video_only", "worst_single", "robustness") + tuple(
+    f"miss_{r / 10:.1f}" for r in range(10))
+METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
+           "ccc_dominance")
+
+
+def _flat_keys() -> frozenset[str]:
+    """Every key a flat trial config may set: ModelConfig, ProtocolConfig, TrainConfig fields."""
+    from study.protocol import ProtocolConfig
+    from study.train import TrainConfig
+
+    names = {f.name for cls in (ModelConfig, ProtocolConfig, TrainConfig)
+             for f in dataclasses.fields(cls)}
+    return frozenset(names - {"model", "protocol", "preset"})
+
+
+FLAT_KEYS = _flat_keys()
+
+
+class SpecError(ValueError):
+    """A study spec that cannot run; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    path: str | None = None  # directory in the dataset format (docs/CONTRACTS.md)
+    synth_preset: str = "crema-d"  # used when path is None: built-in synthetic corpus
+    synth_scale: str = "tiny"
+    synth_seed: int = 0
+
+    @property
+    def is_synth(self) -> bool:
+        return self.path is None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    kind: str = "categorical"  # or "dimensional"
+    label_kind: str = "hard"  # categorical: "hard" | "soft"; dimensional: ignored
+
+
+@dataclass(frozen=True)
+class Cells:
+    fusion: tuple[str, ...] = ("vavl",)
+    train_missing_rate: tuple[float, ...] = (0.0,)
+
+    def items(self) -> list[dict]:
+        """[{fusion, train_missing_rate}] in spec order (fusion-major)."""
+        return [{"fusion": f, "train_missing_rate": r}
+                for f, r in itertools.product(self.fusion, self.train_missing_rate)]
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    kind: str = "optuna-tpe"
+    seed: int = 0
+    n_startup_trials: int = 4  # TPE: random trials before the model kicks in
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    kind: str = "asha"
+    grace_period: int = 1  # epochs every trial gets before it may be stopped
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials_per_cell: int = 8
+    max_epochs: int = 10
+    rerun_max_epochs: int | None = None  # defaults to max_epochs
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int = 1  # Ray Train workers per trial
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # fractional (e.g. 0.25) lets several trials share one GPU
+    mode: str = "auto"  # auto: inline when 1 worker and no GPU, else Ray Train worker group
+    max_concurrent_trials: int | None = None  # cap; the real value is computed from the cluster
+
+    @property
+    def inline(self) -> bool:
+        if self.mode == "auto":
+            return self.workers == 1 and self.gpus_per_worker == 0
+        return self.mode == "inline"
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str = "macro_f1"
+    condition: str = "av"  # or worst_single = min(audio_only, video_only)
+    mode: str = "max"
+
+    @property
+    def key(self) -> str:
+        """The name this objective is reported under to Tune / Optuna."""
+        return f"{self.condition}_{self.metric}"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    dataset: DatasetSpec
+    task: TaskSpec = TaskSpec()
+    model_preset: str = "paper"
+    spaces: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    cells: Cells = Cells()
+    searcher: SearcherSpec = SearcherSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    budget: Budget = Budget()
+    resources: Resources = Resources()
+    objectives: tuple[Objective, ...] = (Objective(),)
+    seeds: tuple[int, ...] = (0,)
+    top_k: int = 1
+    storage: str | None = None  # local dir or s3://bucket/prefix for Ray's experiment files
+
+    @property
+    def primary_metric(self) -> str:
+        return "ccc_mean" if self.task.kind == "dimensional" else "macro_f1"
+
+    def to_dict(self) -> dict:
+        """The spec as a plain dict in the YAML layout (round-trips through spec_from_dict)."""
+        d = dataclasses.asdict(self)
+        d["fixed"] = dict(self.fixed)
+        ds = self.dataset
+        d["dataset"] = ({"path": ds.path} if ds.path is not None else {"synth": {
+            "preset": ds.synth_preset, "scale": ds.synth_scale, "seed": ds.synth_seed}})
+        return _plain(d)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+def _check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise SpecError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return dict(d)
+
+
+def _typed(value: Any, kind: type | tuple, where: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise SpecError(f"{where}: expected {_names(kinds)}, got bool {value!r}")
+    if int in kinds or float in kinds:
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+    if not isinstance(value, kinds):
+        raise SpecError(f"{where}: expected {_names(kinds)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _names(kinds: tuple) -> str:
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def _choice(value: Any, choices: tuple, where: str) -> Any:
+    if value not in choices:
+        raise SpecError(f"{where}: {value!r} not one of {list(choices)}")
+    return value
+
+
+def _positive(value: float, where: str, strict: bool = True) -> None:
+    if value < 0 or (strict and value == 0):
+        raise SpecError(f"{where}: must be {'> 0' if strict else '>= 0'}, got {value}")
+
+
+def _list(value: Any, kind: type, where: str) -> tuple:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"{where}: expected a non-empty list, got {value!r}")
+    return tuple(_typed(v, kind, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any:
+    """Fields of dataclass `cls` from raw[key], each type-checked; defaults fill the rest."""
+    d = _check_keys(raw.get(key), tuple(types), key)
+    return cls(**{k: _typed(v, types[k], f"{key}.{k}") for k, v in d.items()})
+
+
+# ---------------------------------------------------------------- sections
+
+TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "fixed", "cells", "searcher",
+            "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage")
+
+
+def _dataset(raw: Mapping) -> DatasetSpec:
+    d = _check_keys(raw.get("dataset"), ("path", "synth"), "dataset")
+    if ("path" in d) == ("synth" in d):
+        raise SpecError("dataset: give exactly one of `path` or `synth`")
+    if "path" in d:
+        return DatasetSpec(path=_typed(d["path"], str, "dataset.path"))
+    s = _check_keys(d["synth"], ("preset", "scale", "seed"), "dataset.synth")
+    return DatasetSpec(
+        synth_preset=_typed(s.get("preset", "crema-d"), str, "dataset.synth.preset"),
+        synth_scale=_choice(_typed(s.get("scale", "tiny"), str, "dataset.synth.scale"),
+                            ("tiny", "small", "full"), "dataset.synth.scale"),
+        synth_seed=_typed(s.get("seed", 0), int, "dataset.synth.seed"))
+
+
+def _task(raw: Mapping) -> TaskSpec:
+    t = _section(raw, "task", TaskSpec, {"kind": str, "label_kind": str})
+    _choice(t.kind, ("categorical", "dimensional"), "task.kind")
+    _choice(t.label_kind, ("hard", "soft"), "task.label_kind")
+    return t
+
+
+def _spaces(raw: Mapping) -> tuple[str, ...]:
+    from search_spaces import SPACES
+
+    names = raw.get("spaces") or []
+    if not isinstance(names, list):
+        raise SpecError(f"spaces: expected a list of space names, got {names!r}")
+    for i, n in enumerate(names):
+        _choice(_typed(n, str, f"spaces[{i}]"), tuple(SPACES), f"spaces[{i}]")
+    return tuple(names)
+
+
+def _fixed(raw: Mapping) -> dict:
+    d = raw.get("fixed") or {}
+    if not isinstance(d, Mapping):
+        raise SpecError(f"fixed: expected a mapping of config keys, got {d!r}")
+    for k, v in d.items():
+        if k not in FLAT_KEYS:
+            raise SpecError(f"fixed.{k}: unknown config key (not a ModelConfig, protocol or "
+                            f"training field)")
+        if not isinstance(v, (int, float, str, bool)):
+            raise SpecError(f"fixed.{k}: expected a scalar, got {v!r}")
+    return dict(d)
+
+
+def _cells(raw: Mapping) -> Cells:
+    d = _check_keys(raw.get("cells"), ("fusion", "train_missing_rate"), "cells")
+    fusion = _list(d.get("fusion", ["vavl"]), str, "cells.fusion")
+    for i, f in enumerate(fusion):
+        _choice(f, FUSIONS, f"cells.fusion[{i}]")
+    rates = _list(d.get("train_missing_rate", [0.0]), (int, float), "cells.train_missing_rate")
+    rates = tuple(float(r) for r in rates)
+    for i, r in enumerate(rates):
+        if not 0.0 <= r < 1.0:
+            raise SpecError(f"cells.train_missing_rate[{i}]: {r} not in [0, 1)")
+    return Cells(fusion=fusion, train_missing_rate=rates)
+
+
+def _objectives(raw: Mapping) -> tuple[Objective, ...]:
+    items = raw.get("objectives", [{}])
+    if not isinstance(items, list) or not items:
+        raise SpecError("objectives: expected a non-empty list")
+    out = []
+    for i, o in enumerate(items):
+        where = f"objectives[{i}]"
+        d = _check_keys(o, ("metric", "condition", "mode"), where)
+        obj = Objective(**{k: _typed(v, str, f"{where}.{k}") for k, v in d.items()})
+        _choice(obj.metric, METRICS, f"{where}.metric")
+        _choice(obj.condition, CONDITIONS, f"{where}.condition")
+        _choice(obj.mode, ("max", "min"), f"{where}.mode")
+        out.append(obj)
+    if len({o.key for o in out}) != len(out):
+        raise SpecError("objectives: the same condition/metric is listed twice")
+    return tuple(out)
+
+
+def _resources(raw: Mapping) -> Resources:
+    types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
+             "mode": str, "max_concurrent_trials": (int, type(None))}
+    r = _section(raw, "resources", Resources, types)
+    _positive(r.workers, "resources.workers")
+    _positive(r.cpus_per_worker, "resources.cpus_per_worker")
+    _positive(r.gpus_per_worker, "resources.gpus_per_worker", strict=False)
+    g = r.gpus_per_worker
+    if g > 1 and g != int(g):
+        raise SpecError(f"resources.gpus_per_worker: {g} — a fraction must be <= 1 "
+                        "(several trials share one GPU), more than one GPU must be whole")
+    _choice(r.mode, MODES, "resources.mode")
+    if r.mode == "inline" and r.workers != 1:
+        raise SpecError(f"resources.mode: inline runs one worker in the trial itself, "
+                        f"but resources.workers={r.workers}")
+    if r.max_concurrent_trials is not None:
+        _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
+    return r
+
+
+def _consistency(spec: StudySpec) -> None:
+    if spec.searcher.kind == "grid" and spec.spaces:
+        raise SpecError("spaces: searcher.kind=grid runs each cell with the `fixed` params "
+                        "only; leave `spaces` empty or use optuna-tpe/random")
+    if spec.searcher.kind != "grid" and not spec.spaces:
+        raise SpecError(f"spaces: searcher.kind={spec.searcher.kind} needs at least one space")
+    clash = sorted(set(spec.fixed) & {"fusion", "train_missing_rate", "max_epochs", "seed",
+                                       "task", "label_kind", "select_condition"})
+    if clash:
+        raise SpecError(f"fixed.{clash[0]}: set by cells/budget/seeds/task, not by `fixed`")
+    if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > spec.budget.max_epochs:
+        raise SpecError(f"scheduler.grace_period: {spec.scheduler.grace_period} > "
+                        f"budget.max_epochs={spec.budget.max_epochs}")
+    if spec.top_k > spec.budget.trials_per_cell * len(spec.cells.items()):
+        raise SpecError(f"top_k: {spec.top_k} > number of search trials")
+
+
+def spec_from_dict(raw: Any) -> StudySpec:
+    """Validate a parsed YAML document into a StudySpec (raises SpecError naming the key)."""
+    raw = _check_keys(raw, TOP_KEYS, "spec")
+    if "name" not in raw or "dataset" not in raw:
+        raise SpecError(f"spec: missing required key `{'name' if 'name' not in raw else 'dataset'}`")
+    name = _typed(raw["name"], str, "name")
+    if not name or any(c in name for c in "/\\ "):
+        raise SpecError(f"name: {name!r} must be non-empty without spaces or slashes")
+    int_types = {"trials_per_cell": int, "max_epochs": int, "rerun_max_epochs": (int, type(None))}
+    budget = _section(raw, "budget", Budget, int_types)
+    _positive(budget.trials_per_cell, "budget.trials_per_cell")
+    _positive(budget.max_epochs, "budget.max_epochs")
+    searcher = _section(raw, "searcher", SearcherSpec,
+                        {"kind": str, "seed": int, "n_startup_trials": int})
+    _choice(searcher.kind, SEARCHERS, "searcher.kind")
+    scheduler = _section(raw, "scheduler", SchedulerSpec,
+                         {"kind": str, "grace_period": int, "reduction_factor": int})
+    _choice(scheduler.kind, SCHEDULERS, "scheduler.kind")
+    _positive(scheduler.grace_period, "scheduler.grace_period")
+    if scheduler.reduction_factor < 2:
+        raise SpecError(f"scheduler.reduction_factor: must be >= 2, got {scheduler.reduction_factor}")
+    preset = _choice(_typed(raw.get("model_preset", "paper"), str, "model_preset"),
+                     tuple(PRESETS), "model_preset")
+    seeds = _list(raw.get("seeds", [0]), int, "seeds")
+    top_k = _typed(raw.get("top_k", 1), int, "top_k")
+    _positive(top_k, "top_k")
+    storage = raw.get("storage")
+    if storage is not None:
+        _typed(storage, str, "storage")
+    spec = StudySpec(name=name, dataset=_dataset(raw), task=_task(raw), model_preset=preset,
+                     spaces=_spaces(raw), fixed=_fixed(raw), cells=_cells(raw),
+                     searcher=searcher, scheduler=scheduler, budget=budget,
+                     resources=_resources(raw), objectives=_objectives(raw), seeds=seeds,
+                     top_k=top_k, storage=storage)
+    _consistency(spec)
+    return spec
+
+
+def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> StudySpec:
+    """Read and validate a YAML spec; with `cluster` ({"CPU", "GPU"}) also check it fits."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        spec = spec_from_dict(raw)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    if cluster is not None:
+        check_resources(spec, cluster)
+    return spec
+
+
+def check_resources(spec: StudySpec, cluster: Mapping[str, float]) -> None:
+    """Raise SpecError when one trial asks for more than the whole cluster has."""
+    r = spec.resources
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    need_gpu = r.workers * r.gpus_per_worker
+    if need_gpu > gpus + 1e-9:
+        raise SpecError(f"resources.gpus_per_worker: a trial needs {need_gpu:g} GPU(s) "
+                        f"({r.workers} worker(s) x {r.gpus_per_worker:g}) but the cluster has "
+                        f"{gpus:g}")
+    need_cpu = r.workers * r.cpus_per_worker
+    if need_cpu > cpus + 1e-9:
+        raise SpecError(f"resources.cpus_per_worker: a trial needs {need_cpu:g} CPU(s) "
+                        f"({r.workers} worker(s) x {r.cpus_per_worker:g}) but the cluster has "
+                        f"{cpus:g}")
+
+
+def max_concurrent(spec: StudySpec, cluster: Mapping[str, float]) -> int:
+    """Trials that fit at once. Drivers hold no CPU/GPU, so only workers count (no deadlock)."""
+    check_resources(spec, cluster)
+    r = spec.resources
+    fits = [math.floor(float(cluster.get("CPU", 0)) / (r.workers * r.cpus_per_worker) + 1e-9)]
+    if r.gpus_per_worker > 0:
+        fits.append(math.floor(float(cluster.get("GPU", 0)) / (r.workers * r.gpus_per_worker)
+                               + 1e-9))
+    n = max(1, min(fits))
+    return min(n, r.max_concurrent_trials) if r.max_concurrent_trials else n
