@@ -1,0 +1,105 @@
+"""Fusion strategy zoo at the paper's sizes: parameters and training throughput, side by side.
+
+One fused training step = forward + loss + backward + AdamW step on the same seeded batch
+(audio 1024-d at 50 Hz, video 1408-d at 30 fps, ~3 s utterances, batch 8, CPU). Strategies are
+measured round-robin in one process (round r times every strategy once) so machine drift hits all
+of them alike; the table reports the median step time and the ratio to "vavl".
+
+    .venv/bin/python benchmarks/fusion_zoo.py                 # paper sizes, ~2-3 minutes
+    .venv/bin/python benchmarks/fusion_zoo.py --preset tiny   # seconds, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import build_model, model_config  # noqa: E402
+from model.synthetic import random_batch  # noqa: E402
+
+STRATEGIES = ("vavl", "late", "gated", "xattn", "foalnet")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="paper", choices=["paper", "tiny"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=3.0, help="mean utterance length")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds")
+    p.add_argument("--steps", type=int, default=3, help="timed rounds")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def make_batch(args: argparse.Namespace, cfg):
+    """~seconds-long utterances (+-15%) at 50 Hz audio / 30 fps video, every sample paired."""
+    audio_len = (int(args.seconds * 50 * 0.85), int(args.seconds * 50 * 1.15))
+    video_len = (int(args.seconds * 30 * 0.85), int(args.seconds * 30 * 1.15))
+    return random_batch(cfg, args.batch_size, audio_len=audio_len, video_len=video_len, seed=args.seed)
+
+
+def train_step(model, opt, batch) -> float:
+    t0 = time.perf_counter()
+    losses = model.loss(model(batch), batch)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    setups = {}
+    for name in STRATEGIES:
+        torch.manual_seed(args.seed)
+        cfg = model_config(args.preset, fusion=name)
+        model = build_model(cfg).train()
+        setups[name] = (model, torch.optim.AdamW(model.param_groups(0.01), lr=1e-4))
+    batch = make_batch(args, model_config(args.preset))
+    times: dict[str, list[float]] = {name: [] for name in STRATEGIES}
+    for r in range(args.warmup + args.steps):
+        for name, (model, opt) in setups.items():
+            dt = train_step(model, opt, batch)
+            if r >= args.warmup:
+                times[name].append(dt)
+    rows = []
+    for name, (model, _) in setups.items():
+        step = statistics.median(times[name])
+        rows.append({"fusion": name, "params": sum(p.numel() for p in model.parameters()),
+                     "fusion_params": sum(p.numel() for p in model.fusion_parameters()),
+                     "step_s": step, "samples_per_s": args.batch_size / step})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    base = next(r for r in rows if r["fusion"] == "vavl")
+    head = (f"{'fusion':<9}{'params':>12}{'fusion params':>15}{'step s':>9}{'samples/s':>11}"
+            f"{'params/vavl':>13}{'speed/vavl':>12}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['fusion']:<9}{r['params']:>12,}{r['fusion_params']:>15,}{r['step_s']:>9.3f}"
+                     f"{r['samples_per_s']:>11.2f}{r['params'] / base['params']:>13.3f}"
+                     f"{r['samples_per_s'] / base['samples_per_s']:>12.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    rows = run(args)
+    print(f"preset={args.preset} batch={args.batch_size} ~{args.seconds:g}s utterances "
+          f"threads={args.threads} warmup={args.warmup} timed={args.steps} torch={torch.__version__}")
+    print(format_table(rows))
+    print(f"total wall time {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

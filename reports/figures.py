@@ -1,0 +1,235 @@
+"""Plotly figure functions: each draws what one gather.py function returned (plotly imported lazily).
+
+Every user-provided string that plotly renders (trace names, tick labels, hover text) goes through
+`_t`, which HTML-escapes it: plotly decodes the entities and shows the text, never markup.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon", "triangle-down")
+
+
+def _t(x) -> str:
+    return html.escape(str(x), quote=False)
+
+
+def _go():
+    import plotly.graph_objects as go
+
+    return go
+
+
+def _subplots(**kw):
+    from plotly.subplots import make_subplots
+
+    return make_subplots(**kw)
+
+
+def _layout(fig, title: str, height: int = 420, **kw):
+    kw.setdefault("margin", dict(l=60, r=30, t=60, b=50))
+    fig.update_layout(title=_t(title), height=height, template="plotly_white", **kw)
+    return fig
+
+
+def _colors(keys) -> dict:
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(sorted({str(k) for k in keys}))}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def heatmaps(data: dict[str, pd.DataFrame], metric: str):
+    """One heatmap per fusion strategy: rows = train missing rate, columns = test condition."""
+    go = _go()
+    names = list(data)
+    fig = _subplots(rows=len(names), cols=1, subplot_titles=[_t(n) for n in names], vertical_spacing=0.12 / max(1, len(names)))
+    vals = np.concatenate([d.to_numpy().ravel() for d in data.values()])
+    zmin, zmax = float(np.nanmin(vals)), float(np.nanmax(vals))
+    for i, (name, d) in enumerate(data.items(), start=1):
+        z = d.to_numpy()
+        text = [[("" if math.isnan(v) else f"{v:.3f}") for v in row] for row in z]
+        fig.add_trace(go.Heatmap(z=z, x=[_t(c) for c in d.columns], y=[f"r={r:g}" for r in d.index], text=text,
+                                 texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis",
+                                 showscale=i == 1, colorbar=dict(title=_t(metric)),
+                                 hovertemplate="train %{y}<br>%{x}: %{z:.4f}<extra>" + _t(name) + "</extra>"), row=i, col=1)
+    return _layout(fig, f"{metric} by train missing rate x test condition", height=140 + 160 * len(names))
+
+
+def robustness_curves(df: pd.DataFrame, metric: str):
+    go = _go()
+    fig = go.Figure()
+    colors = _colors(df["fusion"])
+    for fusion, g in df.groupby("fusion", sort=True):
+        c = colors[str(fusion)]
+        x = g["test_missing_rate"].tolist()
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=g["hi"].tolist() + g["lo"].tolist()[::-1], fill="toself",
+                                 fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, legendgroup=_t(fusion)))
+        fig.add_trace(go.Scatter(x=x, y=g["mean"], mode="lines+markers", name=_t(fusion), line=dict(color=c),
+                                 legendgroup=_t(fusion), customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
+                                 hovertemplate="%{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}] n=%{customdata[2]}"))
+    return _layout(fig, f"{metric} vs test missing rate (mean, 95% CI)", xaxis_title="test missing rate",
+                   yaxis_title=_t(metric))
+
+
+def pareto(df: pd.DataFrame, metric: str):
+    go = _go()
+    fig = go.Figure()
+    wt = df["wall_time_s"].fillna(0) / 60
+    size = 6 + 14 * (wt - wt.min()) / max(float(wt.max() - wt.min()), 1e-9)
+    for i, (fusion, g) in enumerate(df.groupby("fusion", sort=True)):
+        fig.add_trace(go.Scatter(x=g["av"], y=g["worst_single"], mode="markers", name=_t(fusion),
+                                 text=[_t(t) for t in g["trial_id"]], customdata=wt.loc[g.index],
+                                 marker=dict(symbol=SYMBOLS[i % len(SYMBOLS)], size=size.loc[g.index], color=wt.loc[g.index],
+                                             coloraxis="coloraxis", line=dict(width=0.5, color="#333")),
+                                 hovertemplate="%{text}<br>av %{x:.4f}<br>worst single %{y:.4f}<br>%{customdata:.1f} min"))
+    front = df[df["on_front"]].sort_values("av")
+    fig.add_trace(go.Scatter(x=front["av"], y=front["worst_single"], mode="lines", name="Pareto front",
+                             line=dict(color="#d62728", dash="dot")))
+    fig.update_layout(coloraxis=dict(colorscale="Cividis", colorbar=dict(title="wall min", x=1.12)),
+                      legend=dict(x=1.0, y=1.0, xanchor="left"))
+    return _layout(fig, "Full-modality vs worst single-modality score (size/colour: wall time)",
+                   height=480, xaxis_title=f"{_t(metric)} (av)", yaxis_title=f"{_t(metric)} (min of audio-only, video-only)")
+
+
+def importance(table: pd.DataFrame, objective_col: str):
+    go = _go()
+    fig = _subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.18,
+                    subplot_titles=[f"objective ({_t(objective_col)})", "per condition"])
+    s = table[objective_col].sort_values()
+    fig.add_trace(go.Bar(x=s.values, y=[_t(p) for p in s.index], orientation="h", marker_color="#1f77b4",
+                         showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=1)
+    z = table.to_numpy()
+    fig.add_trace(go.Heatmap(z=z, x=[_t(c) for c in table.columns], y=[_t(p) for p in table.index],
+                             text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}",
+                             colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="importance")), row=1, col=2)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    return _layout(fig, "Hyperparameter importance (fANOVA, normalised)", height=160 + 28 * len(table))
+
+
+def parallel(df: pd.DataFrame, objective_name: str):
+    go = _go()
+    dims = []
+    for c in df.columns[:-1]:
+        dims.append(_dimension(df[c], c))
+    y = df["objective"]
+    dims.append(dict(label=_t(objective_name), values=y))
+    fig = go.Figure(go.Parcoords(line=dict(color=y, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title="objective")), dimensions=dims))
+    return _layout(fig, f"Parallel coordinates of the {len(df)} best search trials", height=460,
+                   margin=dict(l=80, r=80, t=90, b=40))
+
+
+def _dimension(col: pd.Series, name: str) -> dict:
+    v = col.dropna()
+    if col.dtype == object or pd.api.types.is_string_dtype(col):
+        cats = sorted({str(x) for x in v})
+        codes = col.map(lambda x: cats.index(str(x)) if pd.notna(x) else np.nan)
+        return dict(label=_t(name), values=codes, tickvals=list(range(len(cats))), ticktext=[_t(c) for c in cats])
+    if len(v) and v.min() > 0 and v.max() / v.min() >= 100:
+        return dict(label=f"log10({_t(name)})", values=np.log10(col.astype(float)))
+    return dict(label=_t(name), values=col.astype(float))
+
+
+def history(df: pd.DataFrame, objective_name: str, maximize: bool):
+    go = _go()
+    fig = go.Figure()
+    colors = _colors(df["fusion"])
+    for fusion, g in df.groupby("fusion", sort=True):
+        stopped = g["status"] == "early_stopped"
+        fig.add_trace(go.Scatter(x=g["order"], y=g["value"], mode="markers", name=_t(fusion),
+                                 text=[_t(t) + (" (early-stopped)" if s else "") for t, s in zip(g["trial_id"], stopped)],
+                                 marker=dict(color=colors[str(fusion)], size=6, opacity=0.7,
+                                             symbol=np.where(stopped, "x", "circle")),
+                                 hovertemplate="#%{x} %{text}<br>%{y:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=df["order"], y=df["best_so_far"], mode="lines", name="best so far",
+                             line=dict(color="#222", width=2, shape="hv")))
+    return _layout(fig, "Optimisation history (x: early-stopped)", xaxis_title="trial (start order)",
+                   yaxis_title=_t(objective_name))
+
+
+def learning_curves(df: pd.DataFrame, column: str):
+    go = _go()
+    fig = go.Figure()
+    for i, (tid, g) in enumerate(df.groupby("trial_id", sort=False)):
+        stopped = g["status"].iloc[0] == "early_stopped"
+        color = "#9e9e9e" if stopped else PALETTE[i % len(PALETTE)]
+        n = len(g)
+        fig.add_trace(go.Scatter(x=g["epoch"], y=g["value"], mode="lines+markers",
+                                 name=_t(g["label"].iloc[0]) + (" [early-stopped]" if stopped else ""),
+                                 line=dict(color=color, dash="dash" if stopped else "solid", width=1.5),
+                                 marker=dict(size=[0] * (n - 1) + [10], symbol="x" if stopped else "circle", color=color)))
+    return _layout(fig, "Learning curves (dashed grey, x at the last epoch: early-stopped)", height=460,
+                   xaxis_title="epoch", yaxis_title=_t(column))
+
+
+def confusions(data: dict[str, np.ndarray], classes) -> object:
+    go = _go()
+    names = list(data)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(n) for n in names], horizontal_spacing=0.08, vertical_spacing=0.14)
+    labels = [_t(c) for c in classes]
+    for i, (name, m) in enumerate(data.items()):
+        fig.add_trace(go.Heatmap(z=m, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
+                                 text=[[f"{v:.2f}" for v in row] for row in m], texttemplate="%{text}",
+                                 hovertemplate="true %{y}<br>predicted %{x}: %{z:.3f}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-45)
+    return _layout(fig, "Confusion matrices, av condition (row-normalised: rows = true class)", height=120 + 330 * rows)
+
+
+def per_class(df: pd.DataFrame, ylabel: str):
+    go = _go()
+    conds = [c for c in ("av", "audio_only", "video_only") if c in set(df["condition"])]
+    fig = _subplots(rows=1, cols=len(conds), subplot_titles=conds, shared_yaxes=True)
+    colors = _colors(df["fusion"])
+    for j, cond in enumerate(conds, start=1):
+        for fusion, g in df[df["condition"] == cond].groupby("fusion", sort=True):
+            fig.add_trace(go.Bar(x=[_t(x) for x in g["label"]], y=g["value"], name=_t(fusion), legendgroup=_t(fusion),
+                                 marker_color=colors[str(fusion)], showlegend=j == 1), row=1, col=j)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text=_t(ylabel), row=1, col=1)
+    return _layout(fig, f"{ylabel} per condition", height=420)
+
+
+def seed_variance(df: pd.DataFrame, metric: str):
+    go = _go()
+    conds = list(dict.fromkeys(df["condition"]))
+    fig = _subplots(rows=1, cols=len(conds), subplot_titles=[_t(c) for c in conds], shared_yaxes=False)
+    colors = _colors(df["fusion"])
+    for j, cond in enumerate(conds, start=1):
+        g = df[df["condition"] == cond]
+        labels = [f"{_t(f)} r={r:g}<br>{_t(c)}" for f, r, c in zip(g["fusion"], g["train_missing_rate"], g["config_id"])]
+        fig.add_trace(go.Scatter(x=labels, y=g["mean"], mode="markers", showlegend=False,
+                                 marker=dict(size=10, color=[colors[str(f)] for f in g["fusion"]]),
+                                 error_y=dict(type="data", symmetric=False, array=g["hi"] - g["mean"],
+                                              arrayminus=g["mean"] - g["lo"])), row=1, col=j)
+        xs = [lab for lab, vals in zip(labels, g["values"]) for _ in vals]
+        ys = [v for vals in g["values"] for v in vals]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", showlegend=False, hovertemplate="seed run: %{y:.4f}<extra></extra>",
+                                 marker=dict(size=5, color="rgba(0,0,0,0.35)", symbol="circle-open")), row=1, col=j)
+    fig.update_xaxes(tickangle=-40, tickfont=dict(size=9))
+    return _layout(fig, f"{metric} over seeds (mean, 95% bootstrap CI; rings: single runs)", height=480,
+                   margin=dict(l=60, r=30, t=60, b=140))
+
+
+def study_bars(df: pd.DataFrame, metric: str):
+    """Cross-study comparison: best configuration of each study, one bar group per condition."""
+    go = _go()
+    fig = go.Figure()
+    conds = [c for c in df.columns if c != "study"]
+    for i, cond in enumerate(conds):
+        fig.add_trace(go.Bar(x=[_t(s) for s in df["study"]], y=df[cond], name=_t(cond), marker_color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"Best configuration of each study ({metric})", yaxis_title=_t(metric))

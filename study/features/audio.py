@@ -1,0 +1,208 @@
+"""Audio: decoding any file to 16 kHz mono, and two frame-level extractors at 50 Hz.
+
+- `LogMelExtractor`: log mel filterbank from a torch STFT (no weights), hop 20 ms.
+- `Wav2Vec2Extractor`: a wav2vec2-family model through `transformers` (local path or hub name),
+  truncated to its first `layer` transformer layers as VAVL does (12 of wav2vec2-large-robust's
+  24); the output is the truncated encoder's last hidden state.
+Extractors take a list of waveforms and return a list of (T, D) float32 arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+MIN_SAMPLES = 400          # one 25 ms window: the shortest input that yields a frame
+SOUNDFILE_EXTS = (".wav", ".flac", ".ogg")
+
+
+class MediaError(Exception):
+    """A media file that cannot give features (unreadable, empty, no face...): data, not a bug."""
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode `path` to a (N,) float32 waveform, mono, 16 kHz. Raises MediaError."""
+    path = Path(path)
+    if path.suffix.lower() in SOUNDFILE_EXTS:
+        wave, sr = _read_soundfile(path)
+    else:
+        wave, sr = _read_av_audio(path)
+    wave = resample(wave, sr, SAMPLE_RATE)
+    if wave.size == 0:
+        raise MediaError("empty audio (0 samples)")
+    if not np.isfinite(wave).all():
+        raise MediaError("audio holds NaN or Inf samples")
+    if wave.size < MIN_SAMPLES:
+        raise MediaError(f"audio too short ({wave.size} samples at 16 kHz)")
+    return wave
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)     # (N, C)
+    except Exception as err:                                               # libsndfile errors
+        raise MediaError(f"unreadable audio: {err}") from err
+    return data.mean(axis=1), int(sr)
+
+
+def _read_av_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Audio stream of a video/audio container through PyAV, resampled by libswresample."""
+    import av
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError("no audio stream in the file")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            chunks = []
+            for frame in container.decode(audio=0):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except MediaError:
+        raise
+    except Exception as err:                                               # av.error.*
+        raise MediaError(f"unreadable audio: {err}") from err
+    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return wave, SAMPLE_RATE
+
+
+def resample(wave: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling (scipy), exact for rational rate ratios."""
+    if sr == target or wave.size == 0:
+        return wave.astype(np.float32)
+    from scipy.signal import resample_poly
+    g = gcd(int(sr), int(target))
+    return resample_poly(wave, target // g, int(sr) // g).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- log-mel
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    n_mels: int = 80
+    n_fft: int = 512
+    win_length: int = 400       # 25 ms
+    hop_length: int = 320       # 20 ms -> 50 Hz, the wav2vec2 frame rate
+    fmin: float = 0.0
+    fmax: float = 8000.0
+
+
+def mel_filterbank(cfg: LogMelConfig, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale."""
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    bins = np.linspace(0, sr / 2, cfg.n_fft // 2 + 1)                        # (F,)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]      # (M, 1) each
+    up = (bins[None] - lo) / np.maximum(mid - lo, 1e-9)
+    down = (hi - bins[None]) / np.maximum(hi - mid, 1e-9)
+    return np.clip(np.minimum(up, down), 0.0, None).astype(np.float32)      # (M, F)
+
+
+class LogMelExtractor:
+    """(N,) waveform -> (N // hop + 1, n_mels) log mel energies. Needs no weights."""
+
+    rate_hz = SAMPLE_RATE / 320
+
+    def __init__(self, cfg: LogMelConfig = LogMelConfig(), device: str = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.dim = cfg.n_mels
+        self.rate_hz = SAMPLE_RATE / cfg.hop_length
+        self.name = f"logmel{cfg.n_mels}"
+        self.fbank = torch.from_numpy(mel_filterbank(cfg)).to(self.device)   # (M, F)
+        self.window = torch.hann_window(cfg.win_length, device=self.device)
+
+    @torch.no_grad()
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._one(w) for w in waves]
+
+    def _one(self, wave: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device)
+        spec = torch.stft(x, self.cfg.n_fft, self.cfg.hop_length, self.cfg.win_length,
+                          self.window, center=True, return_complex=True)    # (F, T)
+        power = spec.abs().pow(2)
+        mel = self.fbank @ power                                             # (M, T)
+        return torch.log(mel + 1e-6).T.cpu().numpy()                        # (T, M)
+
+
+# ----------------------------------------------------------------------------- wav2vec2
+
+
+class Wav2Vec2Extractor:
+    """wav2vec2/HuBERT/WavLM hidden states at 50 Hz, from `model` (local dir or hub name)."""
+
+    rate_hz = 50.0
+
+    def __init__(self, model: str, layer: int | None = None, device: str = "cpu",
+                 batch_seconds: float = 160.0):
+        from transformers import AutoModel
+        net = AutoModel.from_pretrained(model)
+        total = net.config.num_hidden_layers
+        layer = total if layer is None else int(layer)
+        if not 1 <= layer <= total:
+            raise ValueError(f"--audio-layer {layer}: {model} has {total} transformer layers")
+        net.encoder.layers = net.encoder.layers[:layer]                     # VAVL: keep 12 of 24
+        self.net = net.eval().to(device)
+        self.device, self.layer = torch.device(device), layer
+        self.dim = int(net.config.hidden_size)
+        self.name = f"{Path(model).name if Path(model).exists() else model}:layer{layer}"
+        self.normalize = _do_normalize(model)
+        # Group-normed feature encoders (wav2vec2-base) see padding: run those one at a time.
+        self.can_pad = getattr(net.config, "feat_extract_norm", "layer") == "layer"
+        self.batch_samples = int(batch_seconds * SAMPLE_RATE)
+
+    @torch.no_grad()
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(waves)
+        for idx in self._batches([len(w) for w in waves]):
+            for i, feats in zip(idx, self._forward([waves[i] for i in idx])):
+                out[i] = feats
+        return out
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Length-sorted batches of at most batch_samples padded samples (singletons on CPU)."""
+        order = np.argsort(lengths)
+        if not self.can_pad or self.device.type == "cpu":
+            return [[int(i)] for i in order]
+        batches, cur = [], []
+        for i in order:
+            if cur and lengths[i] * (len(cur) + 1) > self.batch_samples:
+                batches.append(cur)
+                cur = []
+            cur.append(int(i))
+        return batches + [cur] if cur else batches
+
+    def _forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        lens = [len(w) for w in waves]
+        x = np.zeros((len(waves), max(lens)), np.float32)                   # (B, N)
+        mask = np.zeros((len(waves), max(lens)), np.int64)
+        for i, w in enumerate(waves):
+            if self.normalize:
+                w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+            x[i, :len(w)], mask[i, :len(w)] = w, 1
+        kwargs = {"attention_mask": torch.from_numpy(mask).to(self.device)} if len(waves) > 1 else {}
+        hidden = self.net(torch.from_numpy(x).to(self.device), **kwargs).last_hidden_state  # (B, T, D)
+        frames = self.net._get_feat_extract_output_lengths(torch.tensor(lens))             # (B,)
+        return [hidden[i, :int(t)].float().cpu().numpy() for i, t in enumerate(frames)]
+
+
+def _do_normalize(model: str) -> bool:
+    """The model's preprocessor_config.json do_normalize flag (per-utterance z-score); True if unknown."""
+    path = Path(model) / "preprocessor_config.json"
+    if path.is_file():
+        import json
+        return bool(json.loads(path.read_text()).get("do_normalize", True))
+    try:
+        from transformers import AutoFeatureExtractor
+        return bool(getattr(AutoFeatureExtractor.from_pretrained(model), "do_normalize", True))
+    except Exception:                                                      # offline or no config
+        return True

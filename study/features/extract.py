@@ -1,0 +1,336 @@
+"""Raw corpus -> dataset directory: scan, extract per shard (locally or as Ray tasks), merge.
+
+    OUT/shards/shard-00003.npz    float16 features of one shard's utterances ("a:<utt>", "v:<utt>")
+    OUT/shards/shard-00003.json   its done list: per utterance, which modalities worked + problems
+    OUT/audio.arrow, video.arrow, manifest.parquet, dataset.json   (study.dataset format)
+    OUT/extraction_report.csv     utt_id, modality, problem, path: every utterance/modality lost
+
+A shard's json is written last (atomic rename), so an interrupted run resumes by skipping every
+utterance listed in a json and re-sharding the rest. Bad media never stops a run: the utterance's
+modality becomes missing and the reason lands in the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from study.corpora import corpus_targets, scan_corpus
+from study.features.audio import MediaError, load_audio
+from study.features.video import FaceConfig, FaceCropper, read_frames
+
+REPORT_COLUMNS = ["utt_id", "modality", "problem", "path"]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    corpus: str
+    root: str
+    out: str
+    audio: str = "wav2vec2"                  # wav2vec2 | logmel | none
+    video: str = "efficientnet"              # efficientnet | pixels | none
+    audio_model: str = "facebook/wav2vec2-large-robust"
+    audio_layer: int | None = 12             # VAVL keeps 12 of the 24 layers
+    video_weights: str = "hub"               # hub | FILE | none (random init)
+    partition: str | None = None
+    seed: int = 0                            # CREMA-D split without a partition file
+    test_session: int = 5                    # IEMOCAP
+    merge_excited: bool = True               # IEMOCAP
+    task: str = "categorical"                # IEMOCAP: categorical keeps the 4 classes only
+    target_labels: bool = False              # MSP-IMPROV: label = elicitation target emotion
+    video_fps: float | None = None           # subsample video to at most this rate
+    detect_every: int = 1
+    dtype: str = "float16"
+    shard_size: int = 32
+    ray: bool = False
+    ray_address: str | None = None
+    gpus_per_task: float = 0.0               # Ray: GPU share per shard task (0: CPU tasks)
+    device: str | None = None                # default: cuda when available
+    threads: int | None = None               # torch threads per process (Ray tasks: 1)
+    progress: bool = True
+
+    def scan_options(self) -> dict:
+        if self.corpus == "crema-d":
+            return {"seed": self.seed}
+        if self.corpus == "msp-improv":
+            return {"seed": self.seed, "target_labels": self.target_labels}
+        return {"test_session": self.test_session, "merge_excited": self.merge_excited,
+                "task": self.task}
+
+
+# ----------------------------------------------------------------------------- extractors
+
+
+_CACHE: dict[tuple, object] = {}      # one set of models per process (Ray reuses worker processes)
+
+
+def build_extractors(cfg: ExtractConfig) -> tuple[object | None, object | None]:
+    """(audio extractor, video extractor), either None when that modality is "none"."""
+    device = cfg.device or _default_device()
+    key = (cfg.audio, cfg.audio_model, cfg.audio_layer, cfg.video, cfg.video_weights, device)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = (_audio_extractor(cfg, device), _video_extractor(cfg, device))
+    return _CACHE[key]
+
+
+def _default_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _audio_extractor(cfg: ExtractConfig, device: str):
+    from study.features.audio import LogMelExtractor, Wav2Vec2Extractor
+    if cfg.audio == "wav2vec2":
+        return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device)
+    if cfg.audio == "logmel":
+        return LogMelExtractor(device=device)
+    if cfg.audio == "none":
+        return None
+    raise ValueError(f"--audio {cfg.audio!r}: choose wav2vec2, logmel or none")
+
+
+def _video_extractor(cfg: ExtractConfig, device: str):
+    from study.features.video import EfficientNetExtractor, PixelExtractor
+    if cfg.video == "efficientnet":
+        return EfficientNetExtractor(cfg.video_weights, device)
+    if cfg.video == "pixels":
+        return PixelExtractor()
+    if cfg.video == "none":
+        return None
+    raise ValueError(f"--video {cfg.video!r}: choose efficientnet, pixels or none")
+
+
+def fingerprint(cfg: ExtractConfig) -> dict:
+    """What must match for shards of an earlier run to be reused."""
+    keys = ("corpus", "audio", "video", "audio_model", "audio_layer", "video_weights",
+            "video_fps", "detect_every", "dtype")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+# ----------------------------------------------------------------------------- one shard
+
+
+def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
+    """Extract one shard's utterances; write shard.npz then shard.json. Returns the json record."""
+    if cfg.threads:
+        import torch
+        torch.set_num_threads(cfg.threads)
+    audio_x, video_x = build_extractors(cfg)
+    cropper = FaceCropper(FaceConfig(detect_every=cfg.detect_every)) if video_x else None
+    arrays, done, problems = {}, {}, []
+    waves = _decode_audio(rows, audio_x, problems)                       # utt -> (N,)
+    if audio_x is not None and waves:
+        for utt, feats in zip(waves, audio_x(list(waves.values()))):
+            arrays[f"a:{utt}"] = feats.astype(cfg.dtype)
+    for row in rows:
+        fps = _video_one(cfg, row, cropper, video_x, arrays, problems) if video_x else None
+        done[row["utt_id"]] = {"audio": f"a:{row['utt_id']}" in arrays,
+                               "video": f"v:{row['utt_id']}" in arrays, "fps": fps}
+    record = {"fingerprint": fingerprint(cfg), "utterances": done, "problems": problems,
+              "dims": {"audio": getattr(audio_x, "dim", None), "video": getattr(video_x, "dim", None)},
+              "extractors": {"audio": getattr(audio_x, "name", None),
+                             "video": getattr(video_x, "name", None)}}
+    _atomic_npz(shard.with_suffix(".npz"), arrays)
+    _atomic_text(shard.with_suffix(".json"), json.dumps(record))
+    return record
+
+
+def _decode_audio(rows: list[dict], audio_x, problems: list) -> dict[str, np.ndarray]:
+    waves = {}
+    if audio_x is None:
+        return waves
+    for row in rows:
+        if not row.get("audio_path"):
+            problems.append([row["utt_id"], "audio", "no audio file found", None])
+            continue
+        try:
+            waves[row["utt_id"]] = load_audio(row["audio_path"])
+        except MediaError as err:
+            problems.append([row["utt_id"], "audio", str(err), row["audio_path"]])
+    return waves
+
+
+def _video_one(cfg, row: dict, cropper, video_x, arrays: dict, problems: list) -> float | None:
+    if not row.get("video_path"):
+        problems.append([row["utt_id"], "video", "no video file found", None])
+        return None
+    start, end = row.get("video_start"), row.get("video_end")
+    try:
+        frames, fps = read_frames(row["video_path"], _num(start), _num(end), cfg.video_fps)
+        crops = cropper.crops(frames, video_x.crop_size)                  # (T, S, S, 3)
+    except MediaError as err:
+        problems.append([row["utt_id"], "video", str(err), row["video_path"]])
+        return None
+    arrays[f"v:{row['utt_id']}"] = video_x(crops).astype(cfg.dtype)      # (T, D)
+    return fps
+
+
+def _num(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _atomic_npz(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def load_done(shard_dir: Path, cfg: ExtractConfig) -> dict[str, dict]:
+    """Shard json records of earlier runs, by shard stem; refuses shards of another extractor."""
+    records = {}
+    for path in sorted(shard_dir.glob("shard-*.json")):
+        rec = json.loads(path.read_text())
+        if rec["fingerprint"] != fingerprint(cfg):
+            raise ValueError(f"{path}: extracted with {rec['fingerprint']}, this run uses "
+                             f"{fingerprint(cfg)}; use another --out or delete {shard_dir}")
+        records[path.stem] = rec
+    return records
+
+
+def plan_shards(manifest: pd.DataFrame, done: dict[str, dict], size: int) -> list[tuple[str, list[dict]]]:
+    """Utterances not in any done list, cut into new shards numbered after the existing ones."""
+    seen = {u for rec in done.values() for u in rec["utterances"]}
+    todo = manifest[~manifest["utt_id"].isin(seen)]
+    first = 1 + max((int(s.split("-")[1]) for s in done), default=-1)
+    rows = _records(todo)
+    return [(f"shard-{first + k:05d}", rows[i:i + size])
+            for k, i in enumerate(range(0, len(rows), size))]
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    cols = [c for c in ("utt_id", "audio_path", "video_path", "video_start", "video_end") if c in df]
+    return [{k: (None if _missing(v) else v) for k, v in r.items()}
+            for r in df[cols].to_dict("records")]
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_shards(cfg: ExtractConfig, plan: list[tuple[str, list[dict]]], shard_dir: Path) -> None:
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(r) for _, r in plan), unit="utt", desc=f"extract {cfg.corpus}",
+               disable=not cfg.progress)
+    if cfg.ray:
+        _run_ray(cfg, plan, shard_dir, bar)
+    else:
+        for name, rows in plan:
+            extract_shard(cfg, rows, shard_dir / name)
+            bar.update(len(rows))
+    bar.close()
+
+
+def _run_ray(cfg: ExtractConfig, plan, shard_dir: Path, bar) -> None:
+    """One Ray task per shard (1 CPU, `gpus_per_task` GPU); models cached per worker process."""
+    import ray
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, log_to_driver=False)
+    task_cfg = ExtractConfig(**{**asdict(cfg), "threads": cfg.threads or 1, "progress": False})
+    remote = ray.remote(num_cpus=1, num_gpus=cfg.gpus_per_task)(extract_shard)
+    pending = {remote.remote(task_cfg, rows, shard_dir / name): len(rows) for name, rows in plan}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            ray.get(ref)                                   # re-raises a task's unexpected error
+            bar.update(pending.pop(ref))
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def merge(cfg: ExtractConfig, manifest: pd.DataFrame, shard_dir: Path) -> Path:
+    """Shards -> audio.arrow/video.arrow + manifest + dataset.json + extraction_report.csv."""
+    from study.dataset import FeatureWriter, finish_dataset
+    out = Path(cfg.out)
+    records = load_done(shard_dir, cfg)
+    dims = _dims(records)
+    status = {u: s for rec in records.values() for u, s in rec["utterances"].items()}
+    problems = [p for rec in records.values() for p in rec["problems"]]
+    manifest = manifest[manifest["utt_id"].isin(status)].copy()
+    manifest["has_audio"] = [status[u]["audio"] for u in manifest["utt_id"]]
+    manifest["has_video"] = [status[u]["video"] for u in manifest["utt_id"]]
+    dropped = manifest[~manifest["has_audio"] & ~manifest["has_video"]]
+    problems += [[u, "both", "dropped: neither audio nor video usable", None] for u in dropped["utt_id"]]
+    manifest = manifest.drop(dropped.index)
+    keep = set(manifest["utt_id"])
+    with FeatureWriter(out / "audio.arrow", dims["audio"], cfg.dtype) as aw, \
+            FeatureWriter(out / "video.arrow", dims["video"], cfg.dtype) as vw:
+        for name in sorted(records):
+            with np.load(shard_dir / f"{name}.npz") as arrays:
+                for key in arrays.files:
+                    utt = key[2:]
+                    if utt in keep:
+                        (aw if key[0] == "a" else vw).write(utt, arrays[key])
+    pd.DataFrame(problems, columns=REPORT_COLUMNS).to_csv(out / "extraction_report.csv", index=False)
+    return finish_dataset(out, manifest.reset_index(drop=True),
+                          _meta(cfg, manifest, records, dims, len(problems)))
+
+
+def _dims(records: dict) -> dict[str, int]:
+    dims = {}
+    for m in ("audio", "video"):
+        found = {rec["dims"][m] for rec in records.values() if rec["dims"][m] is not None}
+        if len(found) > 1:
+            raise ValueError(f"shards disagree on the {m} feature dimension: {sorted(found)}")
+        dims[m] = found.pop() if found else 1          # modality "none": an empty 1-d file
+    return dims
+
+
+def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
+          n_problems: int) -> dict:
+    from study.features.audio import SAMPLE_RATE
+    classes, dimensions = corpus_targets(cfg.corpus, manifest)
+    fps = [s["fps"] for rec in records.values() for s in rec["utterances"].values() if s["fps"]]
+    names = next(iter(records.values()))["extractors"] if records else {}
+    audio_rate = SAMPLE_RATE / 320 if cfg.audio != "none" else None
+    return {
+        "name": cfg.corpus, "classes": classes, "dimensions": dimensions,
+        "audio": {"dim": dims["audio"], "rate_hz": audio_rate, "extractor": names.get("audio") or "none",
+                  "dtype": cfg.dtype},
+        "video": {"dim": dims["video"], "rate_hz": float(np.median(fps)) if fps else None,
+                  "extractor": names.get("video") or "none", "dtype": cfg.dtype},
+        "provenance": {"source": "features extract", "config": asdict(cfg),
+                       "versions": _versions(), "problems": n_problems,
+                       "report": "extraction_report.csv"},
+    }
+
+
+def _versions() -> dict:
+    from importlib import metadata
+    out = {}
+    for pkg in ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def extract(cfg: ExtractConfig) -> Path:
+    """Scan the raw corpus, extract what is not done yet, merge into a dataset at cfg.out."""
+    manifest = scan_corpus(cfg.corpus, cfg.root, cfg.partition, **cfg.scan_options())
+    shard_dir = Path(cfg.out) / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_shards(manifest, load_done(shard_dir, cfg), cfg.shard_size)
+    run_shards(cfg, plan, shard_dir)
+    return merge(cfg, manifest, shard_dir)

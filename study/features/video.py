@@ -1,0 +1,179 @@
+"""Video: decoding frames (PyAV), face crops (OpenCV Haar cascade) and two frame-level extractors.
+
+- `PixelExtractor`: resized grey pixels + per-channel colour histograms of the face crop (no weights).
+- `EfficientNetExtractor`: timm `efficientnet_b2` pooled features (1408-d), weights from the hub,
+  a local file, or random ("none", for tests).
+Extractors take a (T, S, S, 3) uint8 RGB array of crops and return a (T, D) float32 array.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from study.features.audio import MediaError
+
+
+def read_frames(path: str | Path, start: float | None = None, end: float | None = None,
+                max_fps: float | None = None) -> tuple[np.ndarray, float]:
+    """Decode (T, H, W, 3) uint8 RGB frames of [start, end] seconds; returns (frames, fps).
+
+    `max_fps` keeps at most that many frames per second (the first of each 1/max_fps slot).
+    """
+    import av
+    frames, fps = [], 0.0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError("no video stream in the file")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0) or 30.0
+            if start:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True)
+            last_slot = None
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else len(frames) / fps
+                if start is not None and t < start - 0.5 / fps:
+                    continue
+                if end is not None and t > end:
+                    break
+                if max_fps:
+                    slot = int(np.floor(t * max_fps + 1e-6))
+                    if slot == last_slot:
+                        continue
+                    last_slot = slot
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except MediaError:
+        raise
+    except Exception as err:                                               # av.error.*
+        raise MediaError(f"unreadable video: {err}") from err
+    if not frames:
+        raise MediaError("no video frames" + (f" in [{start}, {end}] s" if start is not None else ""))
+    rate = min(fps, max_fps) if max_fps else fps
+    return np.stack(frames), rate
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size_frac: float = 0.1     # smallest face side, as a fraction of the frame's shorter side
+    detect_width: int = 320        # frames wider than this are downscaled for detection
+    detect_every: int = 1          # run the detector on every k-th frame, hold the box between
+    margin: float = 0.15           # crop grows by this fraction of the box on each side
+
+
+class FaceCropper:
+    """Largest Haar-cascade face per frame; frames without a detection reuse the nearest box."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig(), cascade: str | None = None):
+        import cv2
+        self.cv2, self.cfg = cv2, cfg
+        path = cascade or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        self.detector = cv2.CascadeClassifier(path)
+        if self.detector.empty():
+            raise FileNotFoundError(f"cannot load Haar cascade {path}")
+
+    def boxes(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) -> (T, 4) int boxes x, y, w, h; MediaError when no frame has a face."""
+        found: dict[int, np.ndarray] = {}
+        for t in range(0, len(frames), self.cfg.detect_every):
+            box = self._detect(frames[t])
+            if box is not None:
+                found[t] = box
+        if not found:
+            raise MediaError(f"no face detected in {len(frames)} frames")
+        keys = np.array(sorted(found))
+        nearest = keys[np.abs(np.arange(len(frames))[:, None] - keys[None]).argmin(axis=1)]  # (T,)
+        return np.stack([found[int(k)] for k in nearest])
+
+    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+        cv2, cfg = self.cv2, self.cfg
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, cfg.detect_width / grey.shape[1])
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        side = max(int(cfg.min_size_frac * min(grey.shape)), 16)
+        faces = self.detector.detectMultiScale(grey, scaleFactor=cfg.scale_factor,
+                                               minNeighbors=cfg.min_neighbors, minSize=(side, side))
+        if len(faces) == 0:
+            return None
+        x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
+        return np.round(np.array([x, y, w, h]) / scale).astype(int)
+
+    def crops(self, frames: np.ndarray, size: int) -> np.ndarray:
+        """(T, H, W, 3) -> (T, size, size, 3) uint8 square face crops."""
+        boxes = self.boxes(frames)
+        out = np.empty((len(frames), size, size, 3), np.uint8)
+        H, W = frames.shape[1:3]
+        for t, (x, y, w, h) in enumerate(boxes):
+            side = int(max(w, h) * (1 + 2 * self.cfg.margin))
+            cx, cy = x + w // 2, y + h // 2
+            x0, y0 = max(cx - side // 2, 0), max(cy - side // 2, 0)
+            x1, y1 = min(x0 + side, W), min(y0 + side, H)
+            out[t] = self.cv2.resize(frames[t, y0:y1, x0:x1], (size, size),
+                                     interpolation=self.cv2.INTER_AREA)
+        return out
+
+
+class PixelExtractor:
+    """Crop -> grey pixels at `size`x`size` (in [0, 1]) + `bins`-bin histograms of R, G, B."""
+
+    def __init__(self, size: int = 16, bins: int = 8, crop_size: int = 64):
+        self.size, self.bins, self.crop_size = size, bins, crop_size
+        self.dim = size * size + 3 * bins
+        self.name = f"pixels{size}+hist{bins}"
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        import cv2
+        T = len(crops)
+        grey = np.stack([cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (self.size, self.size),
+                                    interpolation=cv2.INTER_AREA) for c in crops])  # (T, s, s)
+        edges = np.linspace(0, 256, self.bins + 1)
+        hist = np.stack([np.stack([np.histogram(c[..., ch], edges)[0] for ch in range(3)])
+                         for c in crops]).reshape(T, -1)                              # (T, 3*bins)
+        hist = hist / float(crops.shape[1] * crops.shape[2])
+        return np.concatenate([grey.reshape(T, -1) / 255.0, hist], axis=1).astype(np.float32)
+
+
+class EfficientNetExtractor:
+    """timm backbone (default efficientnet_b2) pooled features per crop, batched on `device`.
+
+    weights: "hub" (timm's pretrained weights, downloaded once), a local checkpoint file, or
+    "none" (random init, for tests).
+    """
+
+    def __init__(self, weights: str = "hub", device: str = "cpu", arch: str = "efficientnet_b2",
+                 batch_size: int = 64):
+        try:
+            import timm
+        except ImportError as err:
+            raise ImportError("the efficientnet video extractor needs timm (and a torchvision "
+                              "built for the installed torch): pip install 'avstudy[media]'") from err
+        kwargs = {}
+        if weights not in ("hub", "none"):
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"--video-weights {weights}: no such file")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        net = timm.create_model(arch, pretrained=weights != "none", num_classes=0, **kwargs)
+        self.net = net.eval().to(device)
+        self.device, self.batch_size = torch.device(device), batch_size
+        cfg = net.pretrained_cfg
+        self.crop_size = int(cfg.get("input_size", (3, 256, 256))[-1])
+        self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
+        self.dim = int(net.num_features)
+        self.name = f"{arch}:{'random' if weights == 'none' else Path(weights).name}"
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)   # (b, S, S, 3)
+            x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std   # (b, 3, S, S)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+                out.append(self.net(x).float().cpu().numpy())                    # (b, D)
+        return np.concatenate(out)                                               # (T, D)

@@ -1,0 +1,336 @@
+"""Ray execution of trials, in the Ray Train V2 shape (worker / driver / tuner).
+
+- `worker_loop`: the per-worker training function: a `Session` trained epoch by epoch, dev
+  evaluation after each epoch, one report (metrics + checkpoint) per epoch.
+- `train_worker` + `train_driver`: the Ray Train path. The Tune trial runs `train_driver`, which
+  builds a `TorchTrainer` (ScalingConfig: workers x CPUs/GPUs) whose workers run `train_worker`
+  (`prepare_model` = DDP); `TuneReportCallback` forwards rank 0's reports to Tune.
+- `inline_trial`: the same loop run directly inside the Tune trial (no worker group start-up),
+  used when a trial needs one worker and no GPU.
+- `make_trainable`: the Tune trainable with resources that cannot deadlock: a driver holds no
+  CPU or GPU (only a token of memory), so only workers compete for the cluster, and the number
+  of concurrent trials is computed from `ray.cluster_resources()` (study.spec.max_concurrent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import torch
+from ray import tune
+
+CKPT_ROWS = "best_rows.json"  # beside session.pt in every checkpoint
+DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}  # {"CPU": 0} alone is rejected by Tune
+CURVE_CONDITIONS = ("av", "audio_only", "video_only", "robustness")
+CURVE_METRICS = {"categorical": ("loss", "accuracy", "uar", "macro_f1"),
+                 "dimensional": ("loss", "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one stage shares (the config it searches arrives separately)."""
+
+    data_dir: str
+    model_preset: str
+    objectives: tuple[tuple[str, str, str], ...]  # (condition, metric, mode)
+    evaluate_test: bool = False  # final evaluation on test from the best dev epoch (rerun stage)
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    train_storage: str = ""  # RunConfig.storage_path of the Ray Train runs (train mode)
+    synth: tuple[str, str, int] | None = None  # regenerate the synthetic corpus where missing
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialContext":
+        d = dict(d)
+        d["objectives"] = tuple(tuple(o) for o in d["objectives"])
+        d["synth"] = tuple(d["synth"]) if d.get("synth") else None
+        return cls(**d)
+
+
+def objective_key(condition: str, metric: str) -> str:
+    return f"{condition}_{metric}"
+
+
+# ----------------------------------------------------------------------------- config plumbing
+
+
+def split_config(config: dict) -> tuple[dict, dict]:
+    """(flat trial config, meta). Searchers pass the flat dict; grid stages pass {"job": {...}}."""
+    if "job" in config:
+        job = config["job"]
+        return dict(job["flat"]), dict(job.get("meta", {}))
+    return dict(config), {}
+
+
+def ensure_data(ctx: TrialContext) -> str:
+    """The dataset directory; a synthetic corpus is generated once per node (file lock)."""
+    root = Path(ctx.data_dir)
+    if (root / "dataset.json").exists() or ctx.synth is None:
+        return str(root)
+    from study.synth import make_corpus
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(root) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "dataset.json").exists():
+            preset, scale, seed = ctx.synth
+            make_corpus(root, preset=preset, scale=scale, seed=seed, progress=False)
+    return str(root)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def objective_values(rows: list[dict], objectives, primary: str) -> dict[str, float]:
+    """Objective values from dev rows; NaN (e.g. constant predictions) becomes the worst value
+    of its metric so Optuna always receives a number."""
+    by = {r["condition"]: r for r in rows}
+    out = {}
+    for condition, metric, mode in objectives:
+        if condition == "worst_single":
+            pair = [by["audio_only"][metric], by["video_only"][metric]]
+            value = min(pair) if mode == "max" else max(pair)
+        else:
+            value = by[condition][metric]
+        value = float(value) if value is not None else float("nan")
+        out[objective_key(condition, metric)] = value if math.isfinite(value) else (
+            -1.0 if mode == "max" else 1e6)
+    return out
+
+
+def curve_metrics(rows: list[dict], task: str, primary: str) -> dict[str, float]:
+    """Per-epoch dev metrics for curves.parquet: dev_loss, dev_<primary>, dev_<cond>_<metric>."""
+    by = {r["condition"]: r for r in rows}
+    out = {"dev_loss": by["av"]["loss"], f"dev_{primary}": by["av"][primary]}
+    for c in CURVE_CONDITIONS:
+        for m in CURVE_METRICS[task]:
+            if c in by and m in by[c]:
+                out[f"dev_{c}_{m}"] = by[c][m]
+    return {k: (float(v) if v is not None else float("nan")) for k, v in out.items()}
+
+
+def _rows_json(rows: list[dict]) -> str:
+    return json.dumps(rows, default=float)
+
+
+# ----------------------------------------------------------------------------- per-worker loop
+
+
+def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoint: Callable,
+                make_checkpoint: Callable, wrap_model: Callable | None = None,
+                rank: int = 0) -> None:
+    """Train one configuration, reporting once per epoch; resumes from the latest checkpoint."""
+    from study.train import Session, config_from_flat
+
+    torch.set_num_threads(ctx.threads)
+    flat, meta = split_config(config)
+    data_dir = ensure_data(ctx)
+    cfg = config_from_flat(flat, preset=ctx.model_preset, data_dir=data_dir)
+    s = Session(cfg, data_dir, wrap_model=wrap_model)
+    best_rows, own_time = _resume(s, get_checkpoint())
+    while not s.should_stop:
+        t0 = time.perf_counter()
+        info = s.train_epoch()
+        rows = s.evaluate("dev")
+        score = s.observe(rows)
+        if s.best_epoch == s.epoch:
+            best_rows = rows
+        metrics = _epoch_report(info, rows, best_rows, score, s, ctx)
+        if s.should_stop:
+            metrics.update(_finish(s, ctx))
+        own_time += time.perf_counter() - t0
+        metrics.update(meta_columns(meta), trial_time_s=own_time)
+        _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint, rank)
+
+
+def meta_columns(meta: dict) -> dict:
+    return {f"meta_{k}": v for k, v in meta.items()}
+
+
+def _resume(s, checkpoint) -> tuple[list[dict], float]:
+    if checkpoint is None:
+        return [], 0.0
+    with checkpoint.as_directory() as d:
+        s.restore(d)
+        saved = json.loads((Path(d) / CKPT_ROWS).read_text())
+    return saved["best_rows"], float(saved["own_time"])
+
+
+def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContext) -> dict:
+    primary = s.cfg.primary_metric
+    return {
+        "epoch": info["epoch"], "train_loss": info["train_loss"], "samples": info["samples"],
+        "score": score, "best_score": s.best_score, "best_epoch": s.best_epoch,
+        **curve_metrics(rows, s.cfg.task, primary),
+        **objective_values(best_rows, ctx.objectives, primary),
+        "best_rows": _rows_json(best_rows), "finished": False,
+        "config_json": json.dumps(s.cfg.to_flat(), sort_keys=True, default=list),
+        "protocol_json": json.dumps(s.cfg.protocol.to_dict(), sort_keys=True),
+    }
+
+
+def _finish(s, ctx: TrialContext) -> dict:
+    """Last epoch: mark finished; in the rerun stage evaluate test once, from the best dev epoch."""
+    out = {"finished": True}
+    if ctx.evaluate_test:
+        s.restore_best()
+        out["test_rows"] = _rows_json(s.evaluate("test"))
+    return out
+
+
+def _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint,
+                            rank: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:  # one checkpoint per report; other ranks report metrics only
+            s.save(d)
+            (Path(d) / CKPT_ROWS).write_text(json.dumps(
+                {"best_rows": json.loads(_rows_json(best_rows)), "own_time": own_time}))
+            checkpoint = make_checkpoint(d)
+        report(metrics, checkpoint=checkpoint)
+
+
+# ----------------------------------------------------------------------------- Ray Train path
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train per-worker function (runs in every worker of the TorchTrainer)."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = TrialContext.from_dict(loop_config["ctx"])
+    worker_loop(loop_config["config"], ctx, report=ray.train.report,
+                get_checkpoint=ray.train.get_checkpoint,
+                make_checkpoint=ray.train.Checkpoint.from_directory,
+                wrap_model=ray.train.torch.prepare_model,
+                rank=ray.train.get_context().get_world_rank())
+
+
+def train_driver(config: dict, ctx: TrialContext) -> None:
+    """Tune trainable: one TorchTrainer run per trial, reporting back through TuneReportCallback.
+
+    The run name is the Tune trial id, so a restored trial finds its Train run (and latest
+    checkpoint) again under the same storage path.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    per_worker = {"CPU": ctx.cpus_per_worker}
+    if ctx.gpus_per_worker:
+        per_worker["GPU"] = ctx.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config, "ctx": ctx.to_dict()},
+        scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.gpus_per_worker > 0,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(name=f"train-{trial_id}", storage_path=ctx.train_storage,
+                             callbacks=[TuneReportCallback()],
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    trainer.fit()
+
+
+def inline_trial(config: dict, ctx: TrialContext) -> None:
+    """Tune trainable: the per-worker loop inside the trial itself (1 worker, no worker group)."""
+    worker_loop(config, ctx, report=tune.report, get_checkpoint=tune.get_checkpoint,
+                make_checkpoint=tune.Checkpoint.from_directory)
+
+
+def make_trainable(ctx: TrialContext, inline: bool) -> Any:
+    """The Tune trainable of a stage, with its resources (see the module docstring)."""
+    if inline:
+        res = {"CPU": ctx.cpus_per_worker}
+        if ctx.gpus_per_worker:
+            res["GPU"] = ctx.gpus_per_worker
+        return tune.with_resources(tune.with_parameters(inline_trial, ctx=ctx), res)
+    return tune.with_resources(tune.with_parameters(train_driver, ctx=ctx), DRIVER_RESOURCES)
+
+
+# ----------------------------------------------------------------------------- tuner
+
+
+class ProgressCallback(tune.Callback):
+    """Writes a live progress file per experiment (read by `avstudy status`)."""
+
+    def __init__(self, path: str, score_key: str, mode: str, label: dict):
+        self.path, self.score_key, self.mode, self.label = path, score_key, mode, label
+        self.trials: dict[str, dict] = {}
+
+    def setup(self, **info) -> None:
+        if os.path.exists(self.path):  # restored experiment: keep what was recorded
+            self.trials = json.loads(Path(self.path).read_text()).get("trials", {})
+
+    def _set(self, trial, **fields) -> None:
+        entry = self.trials.setdefault(trial.trial_id, {"status": "pending", "score": None})
+        entry.update(fields)
+        tmp = self.path + ".tmp"
+        Path(tmp).write_text(json.dumps({**self.label, "score_key": self.score_key,
+                                         "mode": self.mode, "trials": self.trials}))
+        os.replace(tmp, self.path)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._set(trial, status="running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._set(trial, status="running", score=result.get(self.score_key),
+                  epoch=result.get("epoch"))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        self._set(trial, status="done" if last.get("finished") else "early_stopped")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._set(trial, status="failed")
+
+
+def fit_tuner(trainable, *, name: str, storage_path: str, resume: bool,
+              tune_config: tune.TuneConfig, param_space: dict | None = None,
+              callbacks: list | None = None, verbose: int = 1) -> tune.ResultGrid:
+    """Run (or, with resume, restore and continue) one Tune experiment; returns its ResultGrid."""
+    path = f"{storage_path.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        run_config = tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
+                                    callbacks=callbacks or [],
+                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        tuner = tune.Tuner(trainable, param_space=param_space or {}, tune_config=tune_config,
+                           run_config=run_config)
+    return tuner.fit()
+
+
+def trials_of(grid: tune.ResultGrid) -> list[tuple[Any, Any]]:
+    """(Trial, Result) pairs of a ResultGrid (trial ids and configs even for trials that failed
+    before their first report)."""
+    trials = grid._experiment_analysis.trials  # same order as the grid's results
+    return list(zip(trials, grid))
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the running cluster (`ray up` / `ray start`), or start a local instance."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)

@@ -1,0 +1,237 @@
+"""Results files of a study (layout pinned in docs/CONTRACTS.md).
+
+`STUDY_DIR/results.parquet` (one row per trial x stage x split x condition),
+`STUDY_DIR/curves.parquet` (one row per trial x epoch) and `STUDY_DIR/study.json`.
+Each finished experiment (a search cell, the rerun) is first written as its own part under
+`STUDY_DIR/parts/`, so a study interrupted half-way still has tidy results for what finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from study.spec import StudySpec
+
+STAGES = ("search", "rerun", "final")
+ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
+            "train_missing_rate", "seed", "status", "error", "split", "condition",
+            "test_missing_rate")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What results need of one finished Tune trial (see `record_from_tune`)."""
+
+    tune_id: str
+    config: dict  # the trainable's config (flat, or {"job": {...}})
+    last: dict  # last reported metrics ({} when it failed before reporting)
+    error: str | None
+    curves: pd.DataFrame | None
+
+
+def cell_name(fusion: str, rate: float) -> str:
+    return f"fusion={fusion}|r={rate:g}"
+
+
+def cell_slug(fusion: str, rate: float) -> str:
+    """File-system friendly cell name (Tune experiment names)."""
+    return f"{fusion}-r{rate:g}"
+
+
+def record_from_tune(trial: Any, result: Any) -> TrialRecord:
+    """A TrialRecord from a Tune Trial and its Result (study.ray_exec.trials_of)."""
+    error = None
+    if result.error is not None or trial.status == "ERROR":
+        error = _short_error(result.error)
+    curves = result.metrics_dataframe
+    return TrialRecord(tune_id=trial.trial_id, config=dict(trial.config),
+                       last=dict(result.metrics or {}), error=error,
+                       curves=curves if curves is not None and len(curves) else None)
+
+
+def _short_error(exc: Any) -> str:
+    text = str(exc) if exc is not None else "trial failed"
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(lines[-6:])[-2000:]
+
+
+def trial_status(rec: TrialRecord) -> str:
+    if rec.error is not None:
+        return "failed"
+    return "completed" if rec.last.get("finished") else "early_stopped"
+
+
+def _flat_and_meta(config: dict) -> tuple[dict, dict]:
+    if "job" in config:
+        return dict(config["job"]["flat"]), dict(config["job"].get("meta", {}))
+    return dict(config), {}
+
+
+def _param_value(v: Any) -> Any:
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    return float(v)
+
+
+def _timestamps(last: dict) -> tuple[str | None, str | None]:
+    if "timestamp" not in last:
+        return None, None
+    end = float(last["timestamp"])
+    start = end - float(last.get("time_total_s", 0.0))
+    iso = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()  # noqa: E731
+    return iso(start), iso(end)
+
+
+def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
+               parent_trial_id: str | None, searched: Iterable[str],
+               rows_key: str = "best_rows", split: str = "dev") -> list[dict]:
+    """Tidy rows of one trial: one per evaluation condition, or one `failed` row."""
+    flat, _ = _flat_and_meta(rec.config)
+    r = spec.resources
+    started, finished = _timestamps(rec.last)
+    base = {
+        "study": spec.name, "trial_id": trial_id, "stage": stage,
+        "parent_trial_id": parent_trial_id,
+        "cell": cell_name(flat["fusion"], float(flat["train_missing_rate"])),
+        "fusion": flat["fusion"], "train_missing_rate": float(flat["train_missing_rate"]),
+        "seed": int(flat.get("seed", 0)), "status": trial_status(rec), "error": rec.error,
+        "epochs": _int(rec.last.get("epoch")), "best_epoch": _int(rec.last.get("best_epoch")),
+        "wall_time_s": _float(rec.last.get("time_total_s")),
+        "cpus": r.workers * r.cpus_per_worker, "gpus": r.workers * r.gpus_per_worker,
+        "workers": r.workers,
+        "config": rec.last.get("config_json") or json.dumps(flat, sort_keys=True),
+        "protocol": rec.last.get("protocol_json") or json.dumps(
+            {k: flat.get(k) for k in ("train_missing_rate", "audio_only_share",
+                                      "modality_dropout", "seed")}),
+        "started_at": started, "finished_at": finished,
+    }
+    base.update({f"param__{k}": _param_value(flat[k]) for k in searched if k in flat})
+    payload = rec.last.get(rows_key)
+    if rec.error is not None or not payload:
+        return [{**base, "split": None, "condition": None, "test_missing_rate": None}]
+    return [{**base, "split": split, **_metric_row(m)} for m in json.loads(payload)]
+
+
+def _metric_row(m: dict) -> dict:
+    row = {k: v for k, v in m.items() if k != "confusion"}
+    row["confusion"] = json.dumps(m["confusion"]) if m.get("confusion") is not None else None
+    rate = row.get("test_missing_rate")
+    row["test_missing_rate"] = float(rate) if rate is not None else None
+    return row
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def curve_rows(rec: TrialRecord, *, study: str, stage: str, trial_id: str) -> pd.DataFrame:
+    """One row per reported epoch: epoch, time_s, train_loss, dev_* metrics."""
+    if rec.curves is None:
+        return pd.DataFrame()
+    c = rec.curves
+    keep = ["epoch", "train_loss"] + [k for k in c.columns if k.startswith("dev_")]
+    out = c[[k for k in keep if k in c.columns]].copy()
+    out.insert(0, "time_s", c["time_total_s"] if "time_total_s" in c else float("nan"))
+    out = out.drop_duplicates("epoch", keep="last")  # a resumed trial may report an epoch twice
+    out.insert(0, "stage", stage)
+    out.insert(0, "trial_id", trial_id)
+    out.insert(0, "study", study)
+    return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def parts_dir(study_dir: Path) -> Path:
+    return Path(study_dir) / "parts"
+
+
+def write_part(study_dir: Path, name: str, rows: list[dict], curves: list[pd.DataFrame]) -> None:
+    """Write one experiment's rows/curves atomically to parts/<name>.{results,curves}.parquet."""
+    d = parts_dir(study_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_parquet(pd.DataFrame(rows), d / f"{name}.results.parquet")
+    frames = [c for c in curves if len(c)]
+    _atomic_parquet(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+                    d / f"{name}.curves.parquet")
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_parts(study_dir: Path, kind: str) -> pd.DataFrame:
+    files = sorted(parts_dir(study_dir).glob(f"*.{kind}.parquet"))
+    frames = [f for f in (pd.read_parquet(p) for p in files) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge all parts into results.parquet and curves.parquet (ordered columns first)."""
+    results = read_parts(study_dir, "results")
+    if len(results):
+        results = results.drop_duplicates(["trial_id", "stage", "split", "condition"],
+                                          keep="last")
+        first = [c for c in ROW_KEYS if c in results.columns]
+        results = results[first + [c for c in results.columns if c not in first]]
+    curves = read_parts(study_dir, "curves")
+    _atomic_parquet(results, Path(study_dir) / "results.parquet")
+    _atomic_parquet(curves, Path(study_dir) / "curves.parquet")
+    return results, curves
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_sha() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_study_json(study_dir: Path, spec: StudySpec, status: str,
+                     started_at: str | None = None) -> dict:
+    path = Path(study_dir) / "study.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    doc = {
+        "name": spec.name, "status": status,
+        "started_at": started_at or old.get("started_at") or now,
+        "finished_at": now if status == "finished" else None,
+        "versions": versions(), "git_sha": git_sha(), "spec": spec.to_dict(),
+        "objectives": [{"metric": o.metric, "condition": o.condition, "mode": o.mode,
+                        "key": o.key} for o in spec.objectives],
+        "primary_metric": spec.primary_metric, "task": spec.task.kind,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    return doc

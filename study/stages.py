@@ -1,0 +1,332 @@
+"""Stages of a study: search per (fusion, train_missing_rate) cell -> top-k re-run over seeds ->
+final test evaluation under every missing condition.
+
+Each stage is one Tune experiment under `<ray storage>/<stage name>`; when it finishes its rows go
+to `STUDY_DIR/parts/` and a done-marker to `STUDY_DIR/stages/<name>.done`, so `--resume` skips
+finished stages and restores the interrupted one with `Tuner.restore` (trials that finished are
+kept, unfinished ones continue from their last checkpoint, the Optuna study in
+`STUDY_DIR/optuna.db` carries on). Model selection (top-k) reads dev rows only; the test split
+is evaluated once per re-run trial, from its best dev epoch, after training has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from study import results as R
+from study.spec import SpecError, StudySpec, load_spec, max_concurrent
+
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
+SELECT_CONDITIONS = ("av", "robustness", "worst_single")
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def study_paths(spec: StudySpec, out: str | Path | None) -> tuple[Path, str]:
+    """(STUDY_DIR, Ray storage path). s3:// storage holds Ray's files; results stay local."""
+    remote = spec.storage is not None and "://" in spec.storage
+    if out is not None:
+        study_dir = Path(out)
+    elif spec.storage and not remote:
+        study_dir = Path(spec.storage)
+    else:
+        study_dir = Path("runs") / spec.name
+    study_dir = study_dir.resolve()
+    ray_storage = f"{spec.storage.rstrip('/')}/{spec.name}" if remote else str(study_dir / "ray")
+    return study_dir, ray_storage
+
+
+def data_location(spec: StudySpec) -> tuple[str, tuple | None]:
+    """(dataset dir, synth recipe or None). Synthetic corpora live in a per-node cache."""
+    ds = spec.dataset
+    if not ds.is_synth:
+        return str(Path(ds.path).expanduser().resolve()), None
+    cache = Path(os.environ.get("AVSTUDY_CACHE", Path.home() / ".cache" / "avstudy"))
+    name = f"{ds.synth_preset}-{ds.synth_scale}-seed{ds.synth_seed}"
+    return str((cache / "synth" / name).resolve()), (ds.synth_preset, ds.synth_scale,
+                                                      ds.synth_seed)
+
+
+def _marker(study_dir: Path, stage: str) -> Path:
+    return study_dir / "stages" / f"{stage}.done"
+
+
+def _mark_done(study_dir: Path, stage: str, summary: dict) -> None:
+    path = _marker(study_dir, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+
+
+def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool) -> None:
+    """Create STUDY_DIR with spec.yaml; refuse to overwrite or to resume a different spec."""
+    spec_file = study_dir / "spec.yaml"
+    if spec_file.exists():
+        if not resume:
+            raise SpecError(f"{study_dir} already holds a study; pass --resume to continue it "
+                            "or --out to start a new one")
+        saved = yaml.safe_load(spec_file.read_text())
+        if saved != spec.to_dict():
+            raise SpecError(f"{spec_file}: the spec differs from the one this study started "
+                            "with; resume with the same spec")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- trial configs
+
+
+def base_flat(spec: StudySpec, cell: dict, max_epochs: int, seed: int) -> dict:
+    """Keys a study fixes for every trial of a cell (never searched)."""
+    first = spec.objectives[0].condition
+    return {**spec.fixed, **cell, "max_epochs": max_epochs, "seed": seed,
+            "task": spec.task.kind, "label_kind": spec.task.label_kind,
+            "select_condition": first if first in SELECT_CONDITIONS else "av"}
+
+
+def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: bool):
+    from study.ray_exec import TrialContext
+
+    data_dir, synth = data_location(spec)
+    r = spec.resources
+    return TrialContext(data_dir=data_dir, model_preset=spec.model_preset,
+                        objectives=tuple((o.condition, o.metric, o.mode) for o in spec.objectives),
+                        evaluate_test=evaluate_test, workers=r.workers,
+                        cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
+                        train_storage=f"{ray_storage}/train-runs/{stage}", synth=synth)
+
+
+def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = spec.searcher.seed + cell_index
+    if spec.searcher.kind == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed,
+                                             n_startup_trials=spec.searcher.n_startup_trials)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+    keys = [o.key for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    single = len(keys) == 1
+    return OptunaSearch(space=space, metric=keys[0] if single else keys,
+                        mode=modes[0] if single else modes, sampler=sampler,
+                        study_name=f"{spec.name}/search/{slug}", storage=storage)
+
+
+def _scheduler(spec: StudySpec):
+    if spec.scheduler.kind == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    o = spec.objectives[0]
+    return ASHAScheduler(time_attr="epoch", metric=o.key, mode=o.mode,
+                         max_t=spec.budget.max_epochs, grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+class Study:
+    """One study run: the spec, where it lives, and what the cluster can hold at once."""
+
+    def __init__(self, spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
+                 verbose: int = 1):
+        import ray
+
+        from study.spec import check_resources
+
+        self.spec, self.dir, self.ray_storage = spec, study_dir, ray_storage
+        self.resume, self.verbose = resume, verbose
+        cluster = ray.cluster_resources()
+        check_resources(spec, cluster)
+        self.concurrency = max_concurrent(spec, cluster)
+        self.inline = spec.resources.inline
+
+    def _fit(self, name: str, ctx, tune_config, param_space=None, label=None):
+        from ray import tune
+
+        from study.ray_exec import ProgressCallback, fit_tuner, make_trainable, trials_of
+
+        o = self.spec.objectives[0]
+        progress = self.dir / "progress" / f"{name}.json"
+        progress.parent.mkdir(parents=True, exist_ok=True)
+        cb = ProgressCallback(str(progress), o.key, o.mode, label or {"experiment": name})
+        tc = tune.TuneConfig(max_concurrent_trials=self.concurrency, **tune_config)
+        grid = fit_tuner(make_trainable(ctx, self.inline), name=name,
+                         storage_path=self.ray_storage, resume=self.resume, tune_config=tc,
+                         param_space=param_space, callbacks=[cb], verbose=self.verbose)
+        return [R.record_from_tune(t, res) for t, res in trials_of(grid)]
+
+    def search_cell(self, index: int, cell: dict) -> None:
+        from ray import tune
+
+        from search_spaces import combine
+
+        spec = self.spec
+        slug = R.cell_slug(cell["fusion"], cell["train_missing_rate"])
+        name = f"search-{slug}"
+        if _marker(self.dir, name).exists():
+            return
+        fixed = base_flat(spec, cell, spec.budget.max_epochs, spec.seeds[0])
+        ctx = trial_context(spec, self.ray_storage, name, evaluate_test=False)
+        label = {"stage": "search", "cell": R.cell_name(cell["fusion"], cell["train_missing_rate"])}
+        if spec.searcher.kind == "grid":
+            jobs = [{"flat": {**fixed, "seed": spec.seeds[0] + i}, "meta": {}}
+                    for i in range(spec.budget.trials_per_cell)]
+            records = self._fit(name, ctx, {"num_samples": 1, "scheduler": _scheduler(spec)},
+                                {"job": tune.grid_search(jobs)}, label)
+        else:
+            search = _search_alg(spec, combine(spec.spaces, fixed), self.dir, index, slug)
+            records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
+                                            "search_alg": search,
+                                            "scheduler": _scheduler(spec)}, label=label)
+        searched = lambda rec: sorted(set(_flat(rec.config)) - set(fixed))  # noqa: E731
+        rows, curves = [], []
+        for rec in records:
+            tid = f"{name}-{rec.tune_id}"
+            rows += R.trial_rows(rec, spec=spec, stage="search", trial_id=tid,
+                                 parent_trial_id=None, searched=searched(rec))
+            curves.append(R.curve_rows(rec, study=spec.name, stage="search", trial_id=tid))
+        R.write_part(self.dir, name, rows, curves)
+        _mark_done(self.dir, name, _summary(records))
+        R.write_results(self.dir)
+
+    def rerun_and_final(self) -> None:
+        from ray import tune
+
+        spec = self.spec
+        if _marker(self.dir, "rerun").exists() and _marker(self.dir, "final").exists():
+            return
+        search = R.read_parts(self.dir, "results")
+        jobs = rerun_jobs(spec, search[search["stage"] == "search"] if len(search) else search)
+        records = []
+        if jobs:
+            ctx = trial_context(spec, self.ray_storage, "rerun", evaluate_test=True)
+            records = self._fit("rerun", ctx, {"num_samples": 1},
+                                {"job": tune.grid_search(jobs)}, {"stage": "rerun"})
+        rerun_rows, final_rows, curves = [], [], []
+        for rec in records:
+            meta = rec.config["job"]["meta"]
+            searched = meta["searched"]
+            rid, fid = f"rerun-{rec.tune_id}", f"final-{rec.tune_id}"
+            common = dict(spec=spec, parent_trial_id=meta["parent_trial_id"], searched=searched)
+            rerun_rows += R.trial_rows(rec, stage="rerun", trial_id=rid, **common)
+            final_rows += R.trial_rows(rec, stage="final", trial_id=fid, rows_key="test_rows",
+                                       split="test", **common)
+            curves.append(R.curve_rows(rec, study=spec.name, stage="rerun", trial_id=rid))
+        R.write_part(self.dir, "rerun", rerun_rows, curves)
+        _mark_done(self.dir, "rerun", _summary(records))
+        R.write_part(self.dir, "final", final_rows, [])
+        _mark_done(self.dir, "final", {"trials": len(records)})
+        R.write_results(self.dir)
+
+
+def _flat(config: dict) -> dict:
+    return dict(config["job"]["flat"]) if "job" in config else dict(config)
+
+
+def _summary(records) -> dict:
+    status = [R.trial_status(r) for r in records]
+    return {s: status.count(s) for s in ("completed", "early_stopped", "failed")}
+
+
+def objective_of_trial(rows: pd.DataFrame, condition: str, metric: str, mode: str) -> float:
+    """An objective's value from one trial's dev rows (worst_single = worse of the two)."""
+    by = rows.set_index("condition")[metric] if metric in rows else pd.Series(dtype=float)
+    if condition == "worst_single":
+        pair = [by.get("audio_only"), by.get("video_only")]
+        pair = [float(v) for v in pair if v is not None and pd.notna(v)]
+        if len(pair) < 2:
+            return float("nan")
+        return min(pair) if mode == "max" else max(pair)
+    value = by.get(condition)
+    return float(value) if value is not None and pd.notna(value) else float("nan")
+
+
+def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """Per cell, the top_k search trials by the first objective on dev (never test)."""
+    o = spec.objectives[0]
+    ok = search[(search["status"] != "failed") & (search["split"] == "dev")]
+    picks = []
+    for _, cell_rows in ok.groupby("cell", sort=False):
+        scored = []
+        for tid, rows in cell_rows.groupby("trial_id", sort=True):
+            value = objective_of_trial(rows, o.condition, o.metric, o.mode)
+            if pd.notna(value):
+                scored.append((value if o.mode == "max" else -value, tid, rows.iloc[0]))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        picks += [(tid, row) for _, tid, row in scored[:spec.top_k]]
+    return picks
+
+
+def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
+    """Grid of (top-k configuration x seed) jobs for the rerun stage."""
+    if not len(search):
+        return []
+    epochs = spec.budget.rerun_max_epochs or spec.budget.max_epochs
+    jobs = []
+    for tid, row in select_top_k(spec, search):
+        flat = json.loads(row["config"])
+        searched = [c[len("param__"):] for c in row.index
+                    if c.startswith("param__") and pd.notna(row[c])]
+        for seed in spec.seeds:
+            jobs.append({"flat": {**flat, "seed": seed, "max_epochs": epochs},
+                         "meta": {"parent_trial_id": tid, "searched": searched}})
+    return jobs
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def run_study(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
+              verbose: int = 1) -> Path:
+    """Run (or resume) every stage of a study; returns STUDY_DIR."""
+    from study.ray_exec import ensure_data, init_ray
+
+    study_dir, ray_storage = study_paths(spec, out)
+    prepare_study_dir(spec, study_dir, resume)
+    init_ray()
+    ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
+    study = Study(spec, study_dir, ray_storage, resume=resume, verbose=verbose)
+    R.write_study_json(study_dir, spec, "running")
+    try:
+        for i, cell in enumerate(spec.cells.items()):
+            study.search_cell(i, cell)
+        study.rerun_and_final()
+    except BaseException:
+        R.write_study_json(study_dir, spec, "interrupted")
+        raise
+    R.write_results(study_dir)
+    R.write_study_json(study_dir, spec, "finished")
+    return study_dir
+
+
+def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("sweep", help="run a study (search -> rerun -> final test) on Ray")
+    p.add_argument("spec", help="study spec YAML (see search_spaces/demo.yaml)")
+    p.add_argument("--out", default=None, help="STUDY_DIR (default: spec storage or runs/NAME)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted study in STUDY_DIR")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    study_dir = run_study(spec, out=args.out, resume=args.resume,
+                          verbose=0 if args.quiet else 1)
+    from study.status import progress_table
+
+    print(progress_table(study_dir))
+    print(f"results: {study_dir / 'results.parquet'}")
+    return 0

@@ -1,0 +1,77 @@
+"""`avstudy status STUDY_DIR`: progress of a running or finished study, per stage and cell.
+
+Reads the live progress files that each Tune experiment's ProgressCallback writes
+(`STUDY_DIR/progress/<experiment>.json`) and the stage done-markers; never touches Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+COLUMNS = ("stage", "cell", "done", "early_stopped", "running", "pending", "failed", "best",
+           "finished")
+
+
+def progress_rows(study_dir: str | Path) -> list[dict]:
+    """One dict per experiment: counts by trial status and the best objective value so far."""
+    study_dir = Path(study_dir)
+    rows = []
+    for path in sorted((study_dir / "progress").glob("*.json")):
+        doc = json.loads(path.read_text())
+        trials = doc.get("trials", {}).values()
+        count = lambda s: sum(t["status"] == s for t in trials)  # noqa: E731
+        scores = [t["score"] for t in trials
+                  if isinstance(t.get("score"), (int, float)) and math.isfinite(t["score"])]
+        best = (max(scores) if doc.get("mode", "max") == "max" else min(scores)) if scores else None
+        rows.append({
+            "stage": doc.get("stage", path.stem), "cell": doc.get("cell", "-"),
+            "done": count("done"), "early_stopped": count("early_stopped"),
+            "running": count("running"), "pending": count("pending"),
+            "failed": count("failed"), "best": best, "score_key": doc.get("score_key"),
+            "finished": (study_dir / "stages" / f"{path.stem}.done").exists(),
+        })
+    return rows
+
+
+def progress_table(study_dir: str | Path) -> str:
+    study_dir = Path(study_dir)
+    head = ""
+    meta = study_dir / "study.json"
+    if meta.exists():
+        doc = json.loads(meta.read_text())
+        head = f"study {doc['name']}: {doc['status']} (started {doc['started_at']})\n"
+    rows = progress_rows(study_dir)
+    if not rows:
+        return head + "no trials yet"
+    cells = [[_fmt(r[c]) for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    keys = sorted({r["score_key"] for r in rows if r["score_key"]})
+    foot = f"\nbest = best-epoch {', '.join(keys)} on dev" if keys else ""
+    return head + "\n".join([line(COLUMNS)] + [line(c) for c in cells]) + foot
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "-" if v is None else str(v)
+
+
+def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("status", help="progress table of a study (per stage and cell)")
+    p.add_argument("study_dir", help="STUDY_DIR of a running or finished study")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.study_dir).is_dir():
+        print(f"no such study directory: {args.study_dir}")
+        return 1
+    print(progress_table(args.study_dir))
+    return 0

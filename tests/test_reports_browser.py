@@ -1,0 +1,169 @@
+"""Opens generated reports in a real headless Chromium (Debian's chromium + chromedriver via selenium).
+
+Checks: no SEVERE console message, every plot div rendered by plotly.js, no network request, hostile
+labels shown as text (no script runs), sortable tables sort; saves a full-page screenshot under the
+pytest tmp dir and copies it to /tmp/avstudy_report.png.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_results import FakeStudy, write_study  # noqa: E402
+
+from reports.build import write_index, write_report  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_IMG = "<img src=x onerror=\"window.__xss=1\">"
+
+
+def _missing() -> str | None:
+    for p in (CHROMIUM, CHROMEDRIVER):
+        if not Path(p).exists():
+            return f"{p} not installed (apt-get install -y chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed (pip install selenium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+              "--window-size=1400,1000", f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+def _open(driver, path: Path) -> list[dict]:
+    driver.get_log("browser")  # drop messages of earlier pages
+    driver.get(path.resolve().as_uri())
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if driver.execute_script("return document.readyState") == "complete":
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    return driver.get_log("browser")
+
+
+def _plots(driver) -> list[list]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('div.plot')).map(function(d){"
+        "return [d.id, !!d.querySelector('.main-svg'), !!d._fullLayout, d.getBoundingClientRect().height];});")
+
+
+def _screenshot(driver, dest: Path) -> None:
+    import base64
+
+    h = driver.execute_script("return document.documentElement.scrollHeight")
+    w = driver.execute_script("return document.documentElement.scrollWidth")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": False})
+    png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    dest.write_bytes(base64.b64decode(png["data"]))
+
+
+def _assert_clean(driver, logs: list[dict]) -> None:
+    severe = [m for m in logs if m.get("level") == "SEVERE"]
+    assert not severe, severe
+    resources = driver.execute_script("return performance.getEntriesByType('resource').map(function(e){return e.name;})")
+    remote = [r for r in resources if not r.startswith(("file:", "data:", "blob:", "about:"))]
+    assert not remote, remote
+
+
+def test_report_renders_every_plot(driver, tmp_path):
+    study = write_study(tmp_path / "study", FakeStudy(n_trials=40, seed=3))
+    path = write_report(study)
+    logs = _open(driver, path)
+    _assert_clean(driver, logs)
+    plots = _plots(driver)
+    assert len(plots) == 10, plots  # every plotting section produced a figure
+    assert all(svg and layout and h > 100 for _, svg, layout, h in plots), plots
+    text = driver.find_element("tag name", "body").text
+    assert "could not be built" not in text
+    shot = tmp_path / "report.png"
+    _screenshot(driver, shot)
+    assert shot.stat().st_size > 50_000
+    shutil.copy(shot, "/tmp/avstudy_report.png")
+
+
+def test_running_study_with_missing_files(driver, tmp_path):
+    study = write_study(tmp_path / "running", FakeStudy(n_trials=12, running=True, write_curves=False))
+    logs = _open(driver, write_report(study))
+    _assert_clean(driver, logs)
+    assert all(svg for _, svg, _, _ in _plots(driver))
+    text = driver.find_element("tag name", "body").text
+    assert "curves.parquet is missing" in text
+    assert "could not be built" not in text
+
+
+def test_hostile_labels_stay_text(driver, tmp_path):
+    cfg = FakeStudy(name=HOSTILE, n_trials=15, n_failed=2,
+                    labels={"fusion": {"vavl": HOSTILE, "late": HOSTILE_IMG}, "error": HOSTILE_IMG + HOSTILE})
+    study = write_study(tmp_path / "xss", cfg)
+    logs = _open(driver, write_report(study))
+    _assert_clean(driver, logs)
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 - alert(1) must never run
+    assert driver.execute_script("return window.__xss === undefined")
+    assert driver.execute_script("return document.querySelectorAll('img').length") == 0
+    n_scripts = driver.execute_script("return document.scripts.length")
+    assert n_scripts == len(_plots(driver)) + 2  # plotly.js + one per figure + table sorting
+    body = driver.find_element("tag name", "body").text
+    assert HOSTILE in body and "onerror" in body  # shown as text in the header/tables
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('.legendtext')).map(function(e){return e.textContent;})")
+    assert HOSTILE in legend  # plotly shows the label as text
+
+
+def test_leaderboard_sorts_on_click(driver, tmp_path):
+    study = write_study(tmp_path / "sort", FakeStudy(n_trials=20, final=False, seeds=()))
+    _open(driver, write_report(study))
+    table = driver.find_element("css selector", "#leaderboard table.sortable")
+    headers = table.find_elements("css selector", "thead th")
+    col = [h.text for h in headers].index("wall_time_s")
+
+    def column():
+        return [float(r.find_elements("tag name", "td")[col].get_attribute("data-v"))
+                for r in table.find_elements("css selector", "tbody tr")]
+    headers[col].click()
+    assert column() == sorted(column())
+    headers[col].click()
+    assert column() == sorted(column(), reverse=True)
+
+
+def test_index_links_and_renders(driver, tmp_path):
+    root = tmp_path / "root"
+    write_study(root / "a", FakeStudy(name="study-a", n_trials=15, seed=1))
+    write_study(root / "b", FakeStudy(name="study-b", n_trials=15, seed=2, task="dimensional"))
+    index = write_index(root)
+    logs = _open(driver, index)
+    _assert_clean(driver, logs)
+    assert all(svg for _, svg, _, _ in _plots(driver)) and len(_plots(driver)) == 2
+    driver.find_elements("link text", "report")[0].click()
+    assert driver.current_url.endswith("/a/report.html")
+    driver.find_element("partial link text", "all studies").click()
+    assert driver.current_url.endswith("/root/index.html")

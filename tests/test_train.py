@@ -1,0 +1,102 @@
+"""The training session: schedules, tasks, model selection on dev, safe checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study.synth import make_corpus
+from study.train import Session, bucketed_batches, config_from_flat, fit
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_corpus(tmp_path_factory.mktemp("d") / "tiny", scale="tiny", seed=0, progress=False)
+
+
+def _cfg(data, **kw):
+    return config_from_flat({"preset": "tiny", "lr": 2e-3, "batch_size": 32, **kw}, data_dir=data)
+
+
+def test_config_from_flat_fills_dataset_dims_and_rejects_unknown(data):
+    cfg = _cfg(data, d_model=16, train_missing_rate=0.3)
+    assert (cfg.model.audio_dim, cfg.model.video_dim, cfg.model.n_outputs) == (32, 24, 6)
+    assert cfg.model.d_model == 16 and cfg.protocol.train_missing_rate == 0.3
+    assert config_from_flat(cfg.to_flat()) == cfg
+    with pytest.raises(ValueError, match=r"unknown config keys \['d_modle'\]"):
+        _cfg(data, d_modle=16)
+
+
+@pytest.mark.parametrize("schedule", ["fused", "three_pass"])
+def test_training_learns_above_chance(data, schedule):
+    record = fit(_cfg(data, max_epochs=6, patience=6, schedule=schedule), data, log=lambda s: None)
+    by = {r["condition"]: r for r in record["dev"]}
+    assert by["av"]["macro_f1"] > 0.3                         # chance is ~0.17 (6 classes)
+    assert {r["condition"] for r in record["test"]} >= {"av", "audio_only", "video_only",
+                                                        "miss_0.5", "robustness"}
+
+
+def test_missing_rate_training_reports_unimodal_conditions(data):
+    record = fit(_cfg(data, max_epochs=2, train_missing_rate=0.5), data, log=lambda s: None)
+    by = {r["condition"]: r for r in record["test"]}
+    for cond in ("audio_only", "video_only"):
+        assert 0.0 <= by[cond]["macro_f1"] <= 1.0 and by[cond]["n"] == by["av"]["n"]
+    assert record["protocol"]["train_missing_rate"] == 0.5
+
+
+def test_dimensional_task_and_soft_labels(data):
+    dim = config_from_flat({"preset": "tiny", "max_epochs": 1}, data_dir=data, task="dimensional")
+    rows = fit(dim, data, log=lambda s: None)["test"]
+    assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"} <= set(rows[0])
+    soft = Session(_cfg(data, label_kind="soft"), data)
+    target = soft.splits["train"].target
+    assert np.allclose(target.sum(1), 1) and (target.max(1) < 1).any()
+
+
+def test_selection_uses_dev_only(data, monkeypatch):
+    session = Session(_cfg(data, max_epochs=2), data)
+    seen = []
+    real = session.evaluate
+    monkeypatch.setattr(session, "evaluate", lambda split="dev", **kw: seen.append(split) or real(split, **kw))
+    while not session.should_stop:
+        session.train_epoch()
+        session.observe(session.evaluate("dev"))
+    assert seen == ["dev", "dev"]
+
+
+def test_early_stopping_on_patience(data):
+    session = Session(_cfg(data, max_epochs=50, patience=2, lr=1e-9), data)
+    while not session.should_stop:
+        session.train_epoch()
+        session.observe(session.evaluate("dev", conditions=["av"]))
+    assert session.epoch - session.best_epoch == 2 and session.epoch < 50
+
+
+def test_checkpoint_resume_continues_identically(data, tmp_path):
+    cfg = _cfg(data, max_epochs=3, modality_dropout=0.2)
+    a = Session(cfg, data)
+    a.train_epoch()
+    a.observe(a.evaluate("dev", conditions=["av"]))
+    a.save(tmp_path)
+    la = a.train_epoch()["train_loss"]
+    b = Session(cfg, data)
+    b.restore(tmp_path)                                           # also restores the torch RNG
+    assert b.epoch == 1 and b.best_epoch == a.best_epoch
+    lb = b.train_epoch()["train_loss"]
+    assert la == pytest.approx(lb, rel=1e-5)
+
+
+def test_checkpoint_refuses_other_config(data, tmp_path):
+    Session(_cfg(data), data).save(tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        Session(_cfg(data, d_model=16), data).restore(tmp_path)
+
+
+def test_bucketed_batches_cover_everything_once():
+    lengths = np.random.default_rng(0).uniform(1, 5, 1000)
+    batches = bucketed_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.5                                           # similar lengths together
