@@ -80,25 +80,27 @@ class SelfAttention(nn.Module):
 
 
 class ConvModule(nn.Module):
-    """LN -> pointwise conv (2D) + GLU -> depthwise conv (kernel k) -> LN -> swish -> pointwise."""
+    """LN -> pointwise (2D) + GLU -> depthwise conv (kernel k) -> LN -> swish -> pointwise.
+
+    The pointwise (1x1) convolutions are nn.Linear over channels: the same function, without
+    the (B, T, D) <-> (B, D, T) copies around them.
+    """
 
     def __init__(self, d_model: int, kernel_size: int, dropout: float):
         super().__init__()
         self.norm_in = nn.LayerNorm(d_model)
-        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, kernel_size=1)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2,
                                    groups=d_model)
         self.norm_mid = nn.LayerNorm(d_model)  # per-frame: padding cannot leak into statistics
-        self.pointwise_out = nn.Conv1d(d_model, d_model, kernel_size=1)
+        self.pointwise_out = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
-        h = self.pointwise_in(self.norm_in(x).transpose(1, 2))  # (B, 2D, T)
-        h = F.glu(h, dim=1)  # (B, D, T)
-        h = h * mask[:, None, :].to(h.dtype)  # padded frames must not enter the kernel
-        h = self.depthwise(h).transpose(1, 2)  # (B, T, D)
-        h = F.silu(self.norm_mid(h)).transpose(1, 2)  # (B, D, T)
-        return self.drop(self.pointwise_out(h).transpose(1, 2))  # (B, T, D)
+        h = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
+        h = zero_padding(h, mask)  # padded frames must not enter the kernel
+        h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        return self.drop(self.pointwise_out(F.silu(self.norm_mid(h))))
 
 
 class ConformerBlock(nn.Module):

@@ -51,7 +51,7 @@ def heatmaps(data: dict[str, pd.DataFrame], metric: str):
     """One heatmap per fusion strategy: rows = train missing rate, columns = test condition."""
     go = _go()
     names = list(data)
-    fig = _subplots(rows=len(names), cols=1, subplot_titles=[_t(n) for n in names], vertical_spacing=0.12 / max(1, len(names)))
+    fig = _subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     vals = np.concatenate([d.to_numpy().ravel() for d in data.values()])
     zmin, zmax = float(np.nanmin(vals)), float(np.nanmax(vals))
     for i, (name, d) in enumerate(data.items(), start=1):
@@ -61,7 +61,9 @@ def heatmaps(data: dict[str, pd.DataFrame], metric: str):
                                  texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis",
                                  showscale=i == 1, colorbar=dict(title=_t(metric)),
                                  hovertemplate="train %{y}<br>%{x}: %{z:.4f}<extra>" + _t(name) + "</extra>"), row=i, col=1)
-    return _layout(fig, f"{metric} by train missing rate x test condition", height=140 + 160 * len(names))
+        fig.update_yaxes(title_text=f"<b>{_t(name)}</b>", autorange="reversed", row=i, col=1)
+    n_rows = sum(len(d) for d in data.values())
+    return _layout(fig, f"{metric} by train missing rate (r) x test condition", height=140 + 34 * n_rows + 30 * len(names))
 
 
 def robustness_curves(df: pd.DataFrame, metric: str):
@@ -203,25 +205,31 @@ def per_class(df: pd.DataFrame, ylabel: str):
     return _layout(fig, f"{ylabel} per condition", height=420)
 
 
-def seed_variance(df: pd.DataFrame, metric: str):
+def seed_variance(df: pd.DataFrame, metric: str, sort_by: str = "av"):
+    """Columns = conditions; rows = configurations (shared y axis), mean with CI and single runs."""
     go = _go()
-    conds = list(dict.fromkeys(df["condition"]))
-    fig = _subplots(rows=1, cols=len(conds), subplot_titles=[_t(c) for c in conds], shared_yaxes=False)
+    conds = [c for c in ("av", "audio_only", "video_only", "robustness") if c in set(df["condition"])]
+    conds += [c for c in dict.fromkeys(df["condition"]) if c not in conds]
+    label = df["fusion"].map(_t) + " r=" + df["train_missing_rate"].map("{:g}".format) + " · " + df["config_id"].map(_t)
+    df = df.assign(label=label)
+    key = df[df["condition"] == (sort_by if sort_by in conds else conds[0])].sort_values("mean")["label"].tolist()
+    fig = _subplots(rows=1, cols=len(conds), subplot_titles=[_t(c) for c in conds], shared_yaxes=True,
+                    horizontal_spacing=0.02)
     colors = _colors(df["fusion"])
     for j, cond in enumerate(conds, start=1):
         g = df[df["condition"] == cond]
-        labels = [f"{_t(f)} r={r:g}<br>{_t(c)}" for f, r, c in zip(g["fusion"], g["train_missing_rate"], g["config_id"])]
-        fig.add_trace(go.Scatter(x=labels, y=g["mean"], mode="markers", showlegend=False,
+        fig.add_trace(go.Scatter(y=g["label"], x=g["mean"], mode="markers", showlegend=False,
                                  marker=dict(size=10, color=[colors[str(f)] for f in g["fusion"]]),
-                                 error_y=dict(type="data", symmetric=False, array=g["hi"] - g["mean"],
+                                 hovertemplate="%{y}<br>mean %{x:.4f}<extra></extra>",
+                                 error_x=dict(type="data", symmetric=False, array=g["hi"] - g["mean"],
                                               arrayminus=g["mean"] - g["lo"])), row=1, col=j)
-        xs = [lab for lab, vals in zip(labels, g["values"]) for _ in vals]
-        ys = [v for vals in g["values"] for v in vals]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", showlegend=False, hovertemplate="seed run: %{y:.4f}<extra></extra>",
-                                 marker=dict(size=5, color="rgba(0,0,0,0.35)", symbol="circle-open")), row=1, col=j)
-    fig.update_xaxes(tickangle=-40, tickfont=dict(size=9))
-    return _layout(fig, f"{metric} over seeds (mean, 95% bootstrap CI; rings: single runs)", height=480,
-                   margin=dict(l=60, r=30, t=60, b=140))
+        ys = [lab for lab, vals in zip(g["label"], g["values"]) for _ in vals]
+        xs = [v for vals in g["values"] for v in vals]
+        fig.add_trace(go.Scatter(y=ys, x=xs, mode="markers", showlegend=False, hovertemplate="single run: %{x:.4f}<extra></extra>",
+                                 marker=dict(size=6, color="rgba(0,0,0,0.45)", symbol="circle-open")), row=1, col=j)
+    fig.update_yaxes(categoryorder="array", categoryarray=key)
+    return _layout(fig, f"{metric} over seeds (dot: mean, bar: 95% bootstrap CI, rings: single runs)",
+                   height=120 + 26 * len(key), margin=dict(l=230, r=30, t=70, b=40))
 
 
 def study_bars(df: pd.DataFrame, metric: str):

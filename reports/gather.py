@@ -29,7 +29,9 @@ def config_scores(results: pd.DataFrame, ctx: Context, stage: str, split: str) -
     tr = trials(results[results["stage"] == stage])
     tr = tr.assign(config_id=config_ids(tr)).set_index("trial_id")
     obj = objective(results, ctx, stage, split).rename("objective")
-    return tr.join(obj, how="inner").reset_index()
+    out = tr.join(obj, how="inner")
+    out.index.name = "trial_id"
+    return out.reset_index()
 
 
 def best_configs(results: pd.DataFrame, ctx: Context, stage: str, split: str,

@@ -99,7 +99,8 @@ main{padding:0 24px 40px 24px;max-width:1400px}section{background:#fff;margin:18
 border:1px solid #e0e0e0;border-radius:6px}h2{font-size:18px;margin:4px 0}.how{color:#555;font-size:14px;margin:4px 0 10px 0}
 .note{color:#8d6e63;font-size:13px}.empty{color:#999;font-style:italic}
 .tablewrap{overflow-x:auto;max-height:520px;overflow-y:auto}table{border-collapse:collapse;font-size:12px}
-th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:left;vertical-align:top;white-space:nowrap}
+table.wrap td{white-space:pre-wrap;min-width:120px}
 thead th{background:#f5f5f5;position:sticky;top:0}table.sortable th{cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.kv th{background:#f5f5f5;width:220px}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto;white-space:pre-wrap}
 details summary{cursor:pointer}.problem{color:#c62828}

@@ -122,7 +122,8 @@ def _evidence_note(stage: str, split: str) -> str:
 
 
 def heatmap(rep: Report) -> Section:
-    stage, split = _evidence(rep)
+    _evidence(rep)
+    stage, split = tables.cell_evidence(rep.results)
     data = gather.heatmap_data(gather.representative_rows(rep.results, rep.ctx, stage, split), rep.ctx.metric)
     if not data:
         raise Unavailable("No scored rows for this stage.")
@@ -241,7 +242,8 @@ def seeds(rep: Report) -> Section:
     tab = df.drop(columns=["values"]).rename(columns={"lo": "ci95_lo", "hi": "ci95_hi"})
     return Section("seeds", "Seed variance", "How much a configuration's score moves between seeds: overlapping "
                    "intervals mean the ranking between those configurations is not settled.",
-                   _note(f"{stage} stage, {split} split.") + rep.fig(figures.seed_variance(df, rep.ctx.metric)) + table(tab))
+                   _note(f"{stage} stage, {split} split.") + rep.fig(figures.seed_variance(df, rep.ctx.metric, rep.ctx.condition))
+                   + f"<details><summary>table</summary>{table(tab)}</details>")
 
 
 def paired(rep: Report) -> Section:
@@ -263,7 +265,7 @@ def failures(rep: Report) -> Section:
         body = _note("No failed trials.")
     else:
         df = df.assign(error=df["error"].fillna("").astype(str).str.slice(0, 2000))
-        body = table(df)
+        body = table(df, cls="wrap")
     return Section("failed", "Failed trials", "Trials that raised an error, with the error they reported; "
                    "they are excluded from every other section.", body)
 

@@ -56,6 +56,19 @@ def evidence(results: pd.DataFrame) -> tuple[str, str] | None:
     return None
 
 
+def cell_evidence(results: pd.DataFrame) -> tuple[str, str] | None:
+    """Like evidence(), but only a stage that covers every (fusion, train_missing_rate) cell that
+    the search stage scored (a re-run of the top configurations may skip cells)."""
+    scored = results[results["condition"].notna()]
+    cells = lambda stage: set(map(tuple, scored.loc[scored["stage"] == stage, ["fusion", "train_missing_rate"]]
+                                  .drop_duplicates().to_numpy().tolist()))
+    need = cells("search")
+    for stage, split in (("final", "test"), ("rerun", "dev"), ("search", "dev")):
+        if ((scored["stage"] == stage) & (scored["split"] == split)).any() and need <= cells(stage):
+            return stage, split
+    return evidence(results)
+
+
 def objective(results: pd.DataFrame, ctx: Context, stage: str, split: str) -> pd.Series:
     """Objective per trial_id (selection condition, primary metric); NaN where not reported."""
     wide = scores(results, ctx.metric, stage, split)
@@ -118,8 +131,9 @@ def leaderboard(results: pd.DataFrame, ctx: Context, stage: str, split: str, top
     key = f"{split}:{ctx.condition}"
     if key in table.columns:
         table = table.sort_values(key, ascending=not ctx.maximize, na_position="last")
+    table = table.reset_index()
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table.head(top).reset_index(), int(len(table))
+    return table.head(top), int(len(table))
 
 
 def failed_trials(results: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ SPACES: dict[str, SpaceFn] = {
     "missing": missing,
 }
 
-__all__ = ["SPACES", "FUSIONS", "FixingTrial", "combine", "get_space"]
+__all__ = ["SPACES", "FUSIONS", "CombinedSpace", "FixingTrial", "combine", "get_space"]
 
 
 def get_space(name: str) -> SpaceFn:
@@ -55,18 +55,26 @@ class FixingTrial:
         return suggest
 
 
-def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None
-            ) -> Callable[[Any], dict]:
-    """One define-by-run function: every named space in order, then the fixed values on top."""
-    fns = [get_space(n) for n in names]
-    fixed = dict(fixed or {})
+class CombinedSpace:
+    """Define-by-run function over several named spaces (picklable, so Tune can checkpoint the
+    searcher): every named space in order, then the fixed values on top."""
 
-    def space(trial) -> dict:
-        proxy = FixingTrial(trial, fixed)
+    def __init__(self, names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None):
+        for n in names:
+            get_space(n)  # fail early on an unknown name
+        self.names = tuple(names)
+        self.fixed = dict(fixed or {})
+
+    def __call__(self, trial) -> dict:
+        proxy = FixingTrial(trial, self.fixed)
         params: dict = {}
-        for fn in fns:
-            params.update(fn(proxy))
-        params.update(fixed)
+        for name in self.names:
+            params.update(get_space(name)(proxy))
+        params.update(self.fixed)
         return params
 
-    return space
+
+def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None
+            ) -> CombinedSpace:
+    """One define-by-run function for OptunaSearch from space names and fixed keys."""
+    return CombinedSpace(names, fixed)

@@ -23,6 +23,7 @@ FUSIONS = ("vavl", "late", "gated", "xattn", "foalnet")
 FUSION_BASE = {"vavl": 0.62, "late": 0.55, "gated": 0.58, "xattn": 0.60, "foalnet": 0.61}
 # per-class evidence: positive = clearer in audio, negative = clearer in video
 CLASS_AUDIO_BIAS = (0.08, -0.06, 0.05, -0.10, 0.02, 0.04)
+T0 = 1.7e9  # start of the fake study (unix seconds)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def _curve_rows(cfg: FakeStudy, tid: str, stage: str, final_score: float, epochs
     metric = "ccc_mean" if cfg.task == "dimensional" else "macro_f1"
     e = np.arange(1, epochs + 1)
     progress = 1 - np.exp(-e / 3.0)  # early epochs improve fast
-    full = 1 - math.exp(-epochs / 3.0)
+    full = 1 - math.exp(-cfg.max_epochs / 3.0)  # a stopped trial is a truncated full-length curve
     dev = final_score * progress / full + rng.normal(0, 0.005, epochs)
     return pd.DataFrame({"study": cfg.name, "trial_id": tid, "stage": stage, "epoch": e,
                          "time_s": wall * e / epochs, "train_loss": 1.8 * np.exp(-e / 5.0) + 0.2,
@@ -163,9 +164,10 @@ def _search(cfg: FakeStudy, rng):
         stopped = i not in failed and rng.random() < cfg.early_stop_frac
         status = "failed" if i in failed else ("early_stopped" if stopped else "completed")
         epochs = int(rng.integers(2, cfg.max_epochs)) if stopped else cfg.max_epochs
-        q = q - 0.06 if stopped else q
+        if stopped:  # score reached when stopped, on the full-length curve
+            q = q * (1 - math.exp(-epochs / 3.0)) / (1 - math.exp(-cfg.max_epochs / 3.0)) - 0.03
         tid = f"search-{i:05d}"
-        rows += _trial_rows(cfg, tid, "search", None, fusion, r, 0, params, q, status, epochs, 1.7e9 + 60 * i, rng)
+        rows += _trial_rows(cfg, tid, "search", None, fusion, r, 0, params, q, status, epochs, T0 + 60 * i, rng)
         if status != "failed":
             quality[tid] = (fusion, r, params, q)
             curves.append(_curve_rows(cfg, tid, "search", q - 0.03 * r, epochs, rows[-1]["wall_time_s"], rng))
@@ -197,10 +199,11 @@ def make_tables(cfg: FakeStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, curves, quality = _search(cfg, rng)
     if not cfg.running and cfg.seeds:
         rerun = _top_per_fusion(quality, cfg.rerun_top)
-        r_rows, r_curves = _repeat(cfg, "rerun", rerun, rng, 1.8e9)
+        t1 = T0 + 60 * cfg.n_trials + 600
+        r_rows, r_curves = _repeat(cfg, "rerun", rerun, rng, t1)
         rows, curves = rows + r_rows, curves + r_curves
         if cfg.final:
-            f_rows, f_curves = _repeat(cfg, "final", _top_per_fusion(rerun, 1), rng, 1.9e9)
+            f_rows, f_curves = _repeat(cfg, "final", _top_per_fusion(rerun, 1), rng, t1 + 3600)
             rows, curves = rows + f_rows, curves + f_curves
     results = pd.DataFrame(rows)
     results["seed"] = results["seed"].astype("int64")
@@ -218,7 +221,7 @@ def study_meta(cfg: FakeStudy) -> dict:
             "train_missing_rates": list(cfg.train_rates), "seeds": list(cfg.seeds),
             "resources": {"cpus_per_trial": 2, "gpus_per_trial": 0.25}}
     return {"name": cfg.name, "status": "running" if cfg.running else "finished",
-            "started_at": "2023-11-14T22:13:20", "finished_at": None if cfg.running else "2030-03-17T17:46:40",
+            "started_at": pd.Timestamp(T0, unit="s").isoformat(), "finished_at": None,
             "versions": {"python": "3.11.9", "torch": "2.13.0", "ray": "2.60.0", "optuna": "5.0.0"},
             "git_sha": "0123456789abcdef0123456789abcdef01234567", "spec": spec,
             "objectives": [{"metric": metric, "split": "dev", "condition": "av", "direction": "maximize"}],
@@ -233,9 +236,11 @@ def write_study(study_dir: str | Path, cfg: FakeStudy = FakeStudy()) -> Path:
     d = Path(study_dir)
     d.mkdir(parents=True, exist_ok=True)
     meta = study_meta(cfg)
-    (d / "study.json").write_text(json.dumps(meta, indent=2))
     (d / "spec.yaml").write_text(yaml.safe_dump(meta["spec"], sort_keys=False))
     results, curves = make_tables(cfg)
+    if not cfg.running:
+        meta["finished_at"] = str(results["finished_at"].max())
+    (d / "study.json").write_text(json.dumps(meta, indent=2))
     results.to_parquet(d / "results.parquet", index=False)
     if cfg.write_curves and len(curves):
         curves.to_parquet(d / "curves.parquet", index=False)

@@ -181,6 +181,7 @@ class Wav2Vec2Extractor:
             cur.append(int(i))
         return batches + [cur] if cur else batches
 
+    @torch.no_grad()
     def _forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         lens = [len(w) for w in waves]
         x = np.zeros((len(waves), max(lens)), np.float32)                   # (B, N)
