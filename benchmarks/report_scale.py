@@ -30,7 +30,7 @@ def section_times(study_dir: Path) -> list[tuple[str, float, int]]:
     for fn in SECTIONS:
         t = time.perf_counter()
         sec = build_section(fn, rep)
-        out.append((fn.__name__, time.perf_counter() - t, len(sec.body)))
+        out.append((fn.__name__, time.perf_counter() - t, len(sec.body) if sec else 0))
     return out
 
 

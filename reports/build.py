@@ -35,7 +35,7 @@ def _header(rep: Report, index_href: str | None) -> str:
 def render_report(files: StudyFiles, index_href: str | None = None, with_plotlyjs: bool = True) -> str:
     """The HTML text of a study's report (no I/O)."""
     rep = Report(files, make_context(files), FigureCounter())
-    sections = [build_section(fn, rep) for fn in SECTIONS]
+    sections = [s for s in (build_section(fn, rep) for fn in SECTIONS) if s is not None]
     return page(f"avstudy report: {rep.ctx.name}", _header(rep, index_href), sections,
                 plotly_js() if with_plotlyjs else None)
 

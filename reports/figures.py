@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.tables import log_scale
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon", "triangle-down")
@@ -73,13 +75,14 @@ def robustness_curves(df: pd.DataFrame, metric: str):
     for fusion, g in df.groupby("fusion", sort=True):
         c = colors[str(fusion)]
         x = g["test_missing_rate"].tolist()
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=g["hi"].tolist() + g["lo"].tolist()[::-1], fill="toself",
-                                 fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
-                                 showlegend=False, legendgroup=_t(fusion)))
+        if g["n"].min() >= 3:  # a t-interval from 2 runs spans most of the axis: no band then
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=g["hi"].tolist() + g["lo"].tolist()[::-1], fill="toself",
+                                     fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
+                                     showlegend=False, legendgroup=_t(fusion)))
         fig.add_trace(go.Scatter(x=x, y=g["mean"], mode="lines+markers", name=_t(fusion), line=dict(color=c),
                                  legendgroup=_t(fusion), customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
                                  hovertemplate="%{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}] n=%{customdata[2]}"))
-    return _layout(fig, f"{metric} vs test missing rate (mean, 95% CI)", xaxis_title="test missing rate",
+    return _layout(fig, f"{metric} vs test missing rate (mean, 95% CI band where n >= 3)", xaxis_title="test missing rate",
                    yaxis_title=_t(metric))
 
 
@@ -125,21 +128,31 @@ def parallel(df: pd.DataFrame, objective_name: str):
         dims.append(_dimension(df[c], c))
     y = df["objective"]
     dims.append(dict(label=_t(objective_name), values=y))
+    crowded = len(dims) > 8  # tilt the axis labels so that they do not overlap
     fig = go.Figure(go.Parcoords(line=dict(color=y, colorscale="Viridis", showscale=True,
-                                           colorbar=dict(title="objective")), dimensions=dims))
-    return _layout(fig, f"Parallel coordinates of the {len(df)} best search trials", height=460,
-                   margin=dict(l=80, r=80, t=90, b=40))
+                                           colorbar=dict(title="objective", x=1.08)), dimensions=dims,
+                                 labelangle=-30 if crowded else 0, labelside="top"))
+    return _layout(fig, f"Parallel coordinates of the {len(df)} best search trials", height=500 if crowded else 460,
+                   margin=dict(l=80, r=150, t=150 if crowded else 90, b=40))
 
 
 def _dimension(col: pd.Series, name: str) -> dict:
+    """A parcoords axis; categories become codes, missing (conditional) values an "n/a" tick."""
     v = col.dropna()
     if col.dtype == object or pd.api.types.is_string_dtype(col):
-        cats = sorted({str(x) for x in v})
-        codes = col.map(lambda x: cats.index(str(x)) if pd.notna(x) else np.nan)
+        cats = sorted({str(x) for x in v}) + (["n/a"] if col.isna().any() else [])
+        codes = col.map(lambda x: cats.index(str(x) if pd.notna(x) else "n/a"))
         return dict(label=_t(name), values=codes, tickvals=list(range(len(cats))), ticktext=[_t(c) for c in cats])
-    if len(v) and v.min() > 0 and v.max() / v.min() >= 100:
-        return dict(label=f"log10({_t(name)})", values=np.log10(col.astype(float)))
-    return dict(label=_t(name), values=col.astype(float))
+    log = log_scale(v)
+    x = np.log10(col.astype(float)) if log else col.astype(float)
+    label = f"log10({_t(name)})" if log else _t(name)
+    if not col.isna().any():
+        return dict(label=label, values=x)
+    lo, hi = float(x.min()), float(x.max())
+    na = lo - 0.15 * max(hi - lo, 1e-9)
+    ticks = list(np.linspace(lo, hi, 5))
+    return dict(label=label, values=x.fillna(na), range=[na, hi], tickvals=[na, *ticks],
+                ticktext=["n/a", *[f"{t:.3g}" for t in ticks]])
 
 
 def history(df: pd.DataFrame, objective_name: str, maximize: bool):

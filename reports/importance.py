@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports.load import Context
-from reports.tables import param_columns, scores, trials
+from reports.tables import log_scale, param_columns, scores, trials
 
 MAX_TRIALS = 250  # fANOVA runs on a seeded random sample of at most this many trials (cost)
 CONDITIONS = ("av", "audio_only", "video_only", "robustness")  # besides the objective's condition
@@ -16,14 +16,14 @@ CONDITIONS = ("av", "audio_only", "video_only", "robustness")  # besides the obj
 
 def infer_distribution(values: pd.Series):
     """Optuna distribution of one parameter column (non-null values): categorical for strings and
-    booleans, int for integral numbers, float otherwise; log scale when positive over >= 2 decades."""
+    booleans, int for integral numbers, float otherwise; log scale as tables.log_scale decides."""
     import optuna.distributions as d
 
     v = values.dropna()
     if v.dtype == object or pd.api.types.is_string_dtype(v) or pd.api.types.is_bool_dtype(v):
         return d.CategoricalDistribution(sorted({str(x) for x in v}))
     lo, hi = float(v.min()), float(v.max())
-    log = lo > 0 and hi / lo >= 100
+    log = log_scale(v)
     if np.allclose(v, np.round(v)):
         return d.IntDistribution(int(round(lo)), int(round(hi)), log=log)
     return d.FloatDistribution(lo, hi, log=log)

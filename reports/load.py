@@ -90,8 +90,9 @@ def make_context(files: StudyFiles) -> Context:
     metric = str(meta.get("primary_metric") or obj.get("metric") or _default_metric(task, res))
     if not task:
         task = "dimensional" if metric.startswith("ccc") else "categorical"
-    direction = str(obj.get("direction") or ("minimize" if metric in LOWER_IS_BETTER else "maximize"))
+    # study/ writes {"mode": "max"|"min"}; "direction": "maximize"|"minimize" is accepted too
+    direction = str(obj.get("direction") or obj.get("mode") or ("min" if metric in LOWER_IS_BETTER else "max"))
     name = str(meta.get("name") or files.location.uri.rstrip("/").rsplit("/", 1)[-1])
     return Context(name=name, status=str(meta.get("status") or "unknown"), task=task, metric=metric,
-                   condition=str(obj.get("condition") or "av"), maximize=direction != "minimize",
+                   condition=str(obj.get("condition") or "av"), maximize=not direction.startswith("min"),
                    classes=_classes(meta, res))

@@ -85,7 +85,8 @@ def software(rep: Report) -> Section:
 
 def compute(rep: Report) -> Section:
     s = tables.compute_summary(_need_results(rep), rep.files.meta, now=pd.Timestamp.now(tz="UTC"))
-    items = {"trials": s["n_trials"], "study elapsed (h)": fmt(s["elapsed_hours"], 2),
+    elapsed = "study elapsed so far (h)" if rep.ctx.status == "running" else "study elapsed (h)"
+    items = {"trials": s["n_trials"], elapsed: fmt(s["elapsed_hours"], 2),
              "sum of trial wall time (h)": fmt(s["trial_hours"], 2), "CPU-hours": fmt(s["cpu_hours"], 2),
              "GPU-hours": fmt(s["gpu_hours"], 2),
              "saved by early stopping (h, estimate)": fmt(s["early_stop_saved_hours"], 2)}
@@ -140,7 +141,7 @@ def curves(rep: Report) -> Section:
         raise Unavailable("No missing-rate conditions (miss_*) scored yet.")
     band = "its 5 best trials of that cell" if stage == "search" else "seeds of that configuration"
     return Section("curves", "Robustness curves", "Score as a growing share of test samples loses one modality; "
-                   "a flatter curve is a more robust strategy. Bands are 95% t-intervals.",
+                   "a flatter curve is a more robust strategy. Bands are 95% t-intervals (drawn when a strategy has at least 3 runs).",
                    _note(f"{stage} stage, {split} split; each strategy's best cell, band across {band}.")
                    + rep.fig(figures.robustness_curves(df, rep.ctx.metric)))
 
@@ -199,10 +200,12 @@ def learning(rep: Report) -> Section:
 
 # ---------------------------------------------------------------- per class
 
-def confusion(rep: Report) -> Section:
+def confusion(rep: Report) -> Section | None:
+    if rep.ctx.task == "dimensional":
+        return None  # no classes: the per-dimension CCC section covers dimensional tasks
     stage, split = _evidence(rep)
-    if rep.ctx.task != "categorical" or not rep.ctx.classes:
-        raise Unavailable("Only for categorical tasks with known classes.")
+    if not rep.ctx.classes:
+        raise Unavailable("The class names are unknown (no classes in study.json and no f1__* columns).")
     data = gather.confusion_data(gather.curve_rows(rep.results, rep.ctx, stage, split, k=1), len(rep.ctx.classes))
     if not data:
         raise Unavailable("No confusion matrices recorded.")
@@ -280,8 +283,9 @@ TITLES = {"heatmap": "Robustness heatmap", "curves": "Robustness curves", "paret
           "software": "Software", "overview": "Study"}
 
 
-def build_section(fn, rep: Report) -> Section:
-    """Runs one section; missing inputs or an unexpected error become a note in that section."""
+def build_section(fn, rep: Report) -> Section | None:
+    """Runs one section (None: not relevant to this study); missing inputs or an unexpected error
+    become a note in that section."""
     try:
         return fn(rep)
     except Unavailable as e:

@@ -28,6 +28,18 @@ def condition_order(conditions) -> list[str]:
     return sorted({str(c) for c in conditions if isinstance(c, str)}, key=key)
 
 
+def log_scale(values) -> bool:
+    """Whether positive values spanning >= 2 decades look log-uniformly sampled: their median sits
+    nearer the middle of the range in log space than in linear space."""
+    v = np.asarray(pd.Series(values).dropna(), dtype=float)
+    if len(v) < 2 or v.min() <= 0 or v.max() / v.min() < 100:
+        return False
+    lo, hi, med = v.min(), v.max(), np.median(v)
+    p_lin = (med - lo) / (hi - lo)
+    p_log = (np.log(med) - np.log(lo)) / (np.log(hi) - np.log(lo))
+    return abs(p_log - 0.5) < abs(p_lin - 0.5)
+
+
 def param_columns(results: pd.DataFrame) -> list[str]:
     return [c for c in results.columns if c.startswith("param__")]
 

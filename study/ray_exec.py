@@ -141,7 +141,7 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
     from study.train import Session, config_from_flat
 
     torch.set_num_threads(ctx.threads)
-    flat, meta = split_config(config)
+    flat, _ = split_config(config)  # meta (parent trial, searched names) is for results only
     data_dir = ensure_data(ctx)
     cfg = config_from_flat(flat, preset=ctx.model_preset, data_dir=data_dir)
     s = Session(cfg, data_dir, wrap_model=wrap_model)
@@ -157,12 +157,8 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
         if s.should_stop:
             metrics.update(_finish(s, ctx))
         own_time += time.perf_counter() - t0
-        metrics.update(meta_columns(meta), trial_time_s=own_time)
+        metrics["trial_time_s"] = own_time  # the trial's own train + eval time (no overhead)
         _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint, rank)
-
-
-def meta_columns(meta: dict) -> dict:
-    return {f"meta_{k}": v for k, v in meta.items()}
 
 
 def _resume(s, checkpoint) -> tuple[list[dict], float]:
@@ -329,8 +325,19 @@ def trials_of(grid: tune.ResultGrid) -> list[tuple[Any, Any]]:
     return list(zip(trials, grid))
 
 
+def worker_env() -> dict:
+    """runtime_env that lets Ray workers import this project when it runs from a source
+    checkout rather than an installed package (an installed package needs nothing)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if "site-packages" in root:
+        return {}
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return {"env_vars": {"PYTHONPATH": path}}
+
+
 def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the running cluster (`ray up` / `ray start`), or start a local instance."""
+    """Connect to the running cluster (`ray up` / `ray start`, or RAY_ADDRESS), or start a
+    local instance; a no-op when Ray is already initialised (tests, notebooks)."""
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 runtime_env=worker_env() or None)

@@ -99,7 +99,7 @@ class Resources:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # fractional (e.g. 0.25) lets several trials share one GPU
     mode: str = "auto"  # auto: inline when 1 worker and no GPU, else Ray Train worker group
-    max_concurrent_trials: int | None = None  # cap; the real value is computed from the cluster
+    max_concurrent_trials: int | None = None  # None: computed from the cluster (see max_concurrent)
 
     @property
     def inline(self) -> bool:
@@ -135,7 +135,7 @@ class StudySpec:
     resources: Resources = Resources()
     objectives: tuple[Objective, ...] = (Objective(),)
     seeds: tuple[int, ...] = (0,)
-    top_k: int = 1
+    top_k: int = 1  # configurations per cell re-run over the seeds
     storage: str | None = None  # local dir or s3://bucket/prefix for Ray's experiment files
 
     @property
@@ -328,8 +328,8 @@ def _consistency(spec: StudySpec) -> None:
     if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > spec.budget.max_epochs:
         raise SpecError(f"scheduler.grace_period: {spec.scheduler.grace_period} > "
                         f"budget.max_epochs={spec.budget.max_epochs}")
-    if spec.top_k > spec.budget.trials_per_cell * len(spec.cells.items()):
-        raise SpecError(f"top_k: {spec.top_k} > number of search trials")
+    if spec.top_k > spec.budget.trials_per_cell:  # top_k is chosen per cell
+        raise SpecError(f"top_k: {spec.top_k} > trials_per_cell={spec.budget.trials_per_cell}")
 
 
 def spec_from_dict(raw: Any) -> StudySpec:
@@ -379,10 +379,10 @@ def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> S
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
     try:
         spec = spec_from_dict(raw)
+        if cluster is not None:
+            check_resources(spec, cluster)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    if cluster is not None:
-        check_resources(spec, cluster)
     return spec
 
 
@@ -403,12 +403,20 @@ def check_resources(spec: StudySpec, cluster: Mapping[str, float]) -> None:
 
 
 def max_concurrent(spec: StudySpec, cluster: Mapping[str, float]) -> int:
-    """Trials that fit at once. Drivers hold no CPU/GPU, so only workers count (no deadlock)."""
-    check_resources(spec, cluster)
+    """Trials that run at once.
+
+    Computed from the cluster's resources: drivers hold no CPU/GPU, so only workers count and
+    a driver never holds what its own workers wait for. An explicit
+    `resources.max_concurrent_trials` is taken as given instead: on an autoscaling cluster
+    (cluster.yaml, min_workers: 0) it is the capacity the cluster will grow to, which
+    `ray.cluster_resources()` cannot see yet.
+    """
     r = spec.resources
+    if r.max_concurrent_trials:
+        return r.max_concurrent_trials
+    check_resources(spec, cluster)
     fits = [math.floor(float(cluster.get("CPU", 0)) / (r.workers * r.cpus_per_worker) + 1e-9)]
     if r.gpus_per_worker > 0:
         fits.append(math.floor(float(cluster.get("GPU", 0)) / (r.workers * r.gpus_per_worker)
                                + 1e-9))
-    n = max(1, min(fits))
-    return min(n, r.max_concurrent_trials) if r.max_concurrent_trials else n
+    return max(1, min(fits))

@@ -23,6 +23,7 @@ from study import results as R
 from study.spec import SpecError, StudySpec, load_spec, max_concurrent
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 SELECT_CONDITIONS = ("av", "robustness", "worst_single")
 
 
@@ -121,6 +122,24 @@ def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: 
                         study_name=f"{spec.name}/search/{slug}", storage=storage)
 
 
+def close_orphans(study_dir: Path, study_name: str) -> int:
+    """Mark FAIL the Optuna trials still RUNNING after their cell's experiment finished.
+
+    Only a driver killed between Optuna's `ask` and Tune's next experiment snapshot leaves
+    such a trial: Tune never knew it, so it never ran and nothing will ever `tell` it.
+    """
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    orphans = [t for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.RUNNING]
+    for t in orphans:
+        storage.set_trial_system_attr(t._trial_id, "avstudy_orphan", True)
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
 def _scheduler(spec: StudySpec):
     if spec.scheduler.kind == "none":
         return None
@@ -147,7 +166,8 @@ class Study:
         self.spec, self.dir, self.ray_storage = spec, study_dir, ray_storage
         self.resume, self.verbose = resume, verbose
         cluster = ray.cluster_resources()
-        check_resources(spec, cluster)
+        if not spec.resources.max_concurrent_trials:  # else: autoscaling, nodes come later
+            check_resources(spec, cluster)
         self.concurrency = max_concurrent(spec, cluster)
         self.inline = spec.resources.inline
 
@@ -189,6 +209,7 @@ class Study:
             records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
                                             "search_alg": search,
                                             "scheduler": _scheduler(spec)}, label=label)
+            close_orphans(self.dir, f"{spec.name}/search/{slug}")
         searched = lambda rec: sorted(set(_flat(rec.config)) - set(fixed))  # noqa: E731
         rows, curves = [], []
         for rec in records:

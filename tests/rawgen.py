@@ -125,6 +125,7 @@ def make_cremad(root: Path, speakers: int = 6, per_speaker: int = 3, seconds: fl
             write_video(root / "VideoFlash" / f"{utt}.flv", seconds, fps)
             utts.append(utt)
     if broken:
+        assert len(utts) >= 8, "the broken cases need at least 8 utterances"
         write_empty_wav(root / "AudioWAV" / f"{utts[1]}.wav")
         broken_cases[utts[1]] = "empty audio"
         write_garbage(root / "VideoFlash" / f"{utts[2]}.flv")

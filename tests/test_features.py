@@ -190,10 +190,18 @@ def test_cremad_extraction_report_resume_and_training(tmp_path, w2v):
 
 
 def test_iemocap_segments_dimensional_training(tmp_path):
+    import argparse
+
+    from study.features import cli
     rawgen.make_iemocap(tmp_path / "raw", sessions=3, turns=2)
-    cfg = ExtractConfig(corpus="iemocap", root=str(tmp_path / "raw"), out=str(tmp_path / "ds"),
-                        audio="logmel", video="pixels", test_session=3, threads=1, progress=False)
-    ds = open_dataset(extract(cfg))
+    parser = argparse.ArgumentParser()
+    cli.add_subparser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["features", "extract", "--corpus", "iemocap", "--root",
+                              str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--audio",
+                              "logmel", "--video", "pixels", "--test-session", "3", "--threads",
+                              "1", "--no-progress"])
+    assert cli.run(args) == 0
+    ds = open_dataset(tmp_path / "ds")
     m = ds.manifest
     assert set(m["label"]) == {"neutral", "happy", "sad", "angry"} and len(m) == 10   # fru dropped
     assert m["has_audio"].all() and m["has_video"].all()
@@ -203,20 +211,22 @@ def test_iemocap_segments_dimensional_training(tmp_path):
     _train_one_epoch(tmp_path / "ds", task="dimensional")
 
 
-def test_mspimprov_through_ray_tasks(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_mspimprov_through_ray_tasks(tmp_path, ray_session):
     info = rawgen.make_mspimprov(tmp_path / "raw", sessions=3)
-    repo = str(Path(__file__).resolve().parents[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": repo}})
-    try:
-        cfg = ExtractConfig(corpus="msp-improv", root=str(tmp_path / "raw"), out=str(tmp_path / "ds"),
-                            audio="logmel", video="pixels", partition=str(info["partition"]),
-                            shard_size=4, ray=True, progress=False)
-        ds = open_dataset(extract(cfg))
-    finally:
-        ray.shutdown()
+    cfg = ExtractConfig(corpus="msp-improv", root=str(tmp_path / "raw"), out=str(tmp_path / "ds"),
+                        audio="logmel", video="pixels", partition=str(info["partition"]),
+                        shard_size=4, ray=True, progress=False)
+    ds = open_dataset(extract(cfg))
     assert len(list((tmp_path / "ds" / "shards").glob("*.json"))) == 3
     assert sorted(ds.manifest["utt_id"]) == sorted(info["utts"])
     assert ds.manifest[["has_audio", "has_video"]].all().all()
     assert ds.classes == [] and ds.manifest["arousal"].between(1, 5).all()
+
+
+def test_wrong_root_is_one_clear_error(tmp_path):
+    part = rawgen.write_cremad_partition(tmp_path / "p.csv", ["1001_DFA_ANG_XX"], {"1001": "Train"})
+    (tmp_path / "empty").mkdir()
+    cfg = ExtractConfig(corpus="crema-d", root=str(tmp_path / "empty"), out=str(tmp_path / "ds"),
+                        audio="logmel", video="pixels", partition=str(part), progress=False)
+    with pytest.raises(ValueError, match="none of the 1 utterances"):
+        extract(cfg)

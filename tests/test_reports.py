@@ -222,7 +222,9 @@ def test_stats_intervals_and_tests():
 def test_infer_distribution():
     import optuna.distributions as d
 
-    assert infer_distribution(pd.Series([1e-5, 1e-3, 1e-2])) == d.FloatDistribution(1e-5, 1e-2, log=True)
+    assert infer_distribution(pd.Series([1e-5, 1e-4, 1e-3, 1e-2])) == d.FloatDistribution(1e-5, 1e-2, log=True)
+    # uniform on [0, 0.5] spans many decades near 0 but is not log-sampled
+    assert infer_distribution(pd.Series([0.001, 0.1, 0.2, 0.3, 0.5])) == d.FloatDistribution(0.001, 0.5)
     assert infer_distribution(pd.Series([1.0, 4.0, 2.0])) == d.IntDistribution(1, 4)
     assert infer_distribution(pd.Series([0.1, 0.25])) == d.FloatDistribution(0.1, 0.25)
     assert infer_distribution(pd.Series(["b", "a", None], dtype=object)) == d.CategoricalDistribution(["a", "b"])
@@ -310,6 +312,10 @@ def test_context_reads_string_objectives():
     assert len(files.problems) == 4
     ctx = make_context(dataclasses.replace(files, meta={"objectives": ["dev/audio_only/uar"]}))
     assert (ctx.condition, ctx.metric, ctx.maximize, ctx.task) == ("audio_only", "uar", True, "categorical")
+    meta = {"objectives": [{"metric": "loss", "condition": "video_only", "mode": "min", "key": "k"}],
+            "primary_metric": "loss", "task": "categorical"}
+    ctx = make_context(dataclasses.replace(files, meta=meta))
+    assert (ctx.condition, ctx.metric, ctx.maximize) == ("video_only", "loss", False)
 
 
 # ---------------------------------------------------------------- index and CLI

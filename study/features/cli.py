@@ -25,6 +25,8 @@ def add_subparser(sub) -> None:
                    help="efficientnet weights: 'hub' (timm pretrained), a local file, or 'none'")
     e.add_argument("--video-fps", type=float, help="subsample video to at most this frame rate")
     e.add_argument("--detect-every", type=int, default=1, help="run the face detector every k frames")
+    e.add_argument("--min-face", type=float, default=0.1,
+                   help="smallest face side as a fraction of the frame's shorter side (larger: faster)")
     e.add_argument("--seed", type=int, default=0, help="split seed when there is no partition file")
     e.add_argument("--test-session", type=int, default=5, help="IEMOCAP: the held-out session")
     e.add_argument("--keep-excited", action="store_true",
@@ -52,6 +54,7 @@ def config_from_args(args) -> "ExtractConfig":
         partition=args.partition, seed=args.seed, test_session=args.test_session,
         merge_excited=not args.keep_excited, task=args.iemocap_task,
         target_labels=args.target_labels, video_fps=args.video_fps, detect_every=args.detect_every,
+        min_face=args.min_face,
         dtype=args.dtype, shard_size=args.shard_size, ray=args.ray, ray_address=args.ray_address,
         gpus_per_task=args.gpus_per_task, device=args.device, threads=args.threads,
         progress=not args.no_progress)
@@ -62,7 +65,11 @@ def run(args) -> int:
 
     from study.dataset import describe, open_dataset
     from study.features.extract import extract
-    out = extract(config_from_args(args))
+    try:
+        out = extract(config_from_args(args))
+    except ImportError as err:                     # a media extra that is not installed
+        print(f"avstudy features: error: {err}")
+        return 2
     report = pd.read_csv(out / "extraction_report.csv")
     print(f"wrote {out}: {describe(open_dataset(out))}")
     if len(report):

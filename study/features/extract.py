@@ -44,6 +44,7 @@ class ExtractConfig:
     target_labels: bool = False              # MSP-IMPROV: label = elicitation target emotion
     video_fps: float | None = None           # subsample video to at most this rate
     detect_every: int = 1
+    min_face: float = 0.1                    # smallest face side / shorter frame side
     dtype: str = "float16"
     shard_size: int = 32
     ray: bool = False
@@ -108,7 +109,7 @@ def _video_extractor(cfg: ExtractConfig, device: str):
 def fingerprint(cfg: ExtractConfig) -> dict:
     """What must match for shards of an earlier run to be reused."""
     keys = ("corpus", "audio", "video", "audio_model", "audio_layer", "video_weights",
-            "video_fps", "detect_every", "dtype")
+            "video_fps", "detect_every", "min_face", "dtype")
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -121,7 +122,8 @@ def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
         import torch
         torch.set_num_threads(cfg.threads)
     audio_x, video_x = build_extractors(cfg)
-    cropper = FaceCropper(FaceConfig(detect_every=cfg.detect_every)) if video_x else None
+    cropper = FaceCropper(FaceConfig(detect_every=cfg.detect_every,
+                                         min_size_frac=cfg.min_face)) if video_x else None
     arrays, done, problems = {}, {}, []
     waves = _decode_audio(rows, audio_x, problems)                       # utt -> (N,)
     if audio_x is not None and waves:
@@ -241,7 +243,11 @@ def _run_ray(cfg: ExtractConfig, plan, shard_dir: Path, bar) -> None:
     """One Ray task per shard (1 CPU, `gpus_per_task` GPU); models cached per worker process."""
     import ray
     if not ray.is_initialized():
-        ray.init(address=cfg.ray_address, log_to_driver=False)
+        # a local instance's workers import study/ from this checkout even when not installed
+        repo = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+        env = None if cfg.ray_address else {"env_vars": {"PYTHONPATH": path}}
+        ray.init(address=cfg.ray_address, log_to_driver=False, runtime_env=env)
     task_cfg = ExtractConfig(**{**asdict(cfg), "threads": cfg.threads or 1, "progress": False})
     remote = ray.remote(num_cpus=1, num_gpus=cfg.gpus_per_task)(extract_shard)
     pending = {remote.remote(task_cfg, rows, shard_dir / name): len(rows) for name, rows in plan}
@@ -329,6 +335,9 @@ def _versions() -> dict:
 def extract(cfg: ExtractConfig) -> Path:
     """Scan the raw corpus, extract what is not done yet, merge into a dataset at cfg.out."""
     manifest = scan_corpus(cfg.corpus, cfg.root, cfg.partition, **cfg.scan_options())
+    if not (manifest["has_audio"] | manifest["has_video"]).any():
+        raise ValueError(f"{cfg.root}: none of the {len(manifest)} utterances has an audio or "
+                         "video file there; is --root the corpus folder?")
     shard_dir = Path(cfg.out) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_shards(manifest, load_done(shard_dir, cfg), cfg.shard_size)

@@ -1,0 +1,126 @@
+"""Tiny studies on the session Ray instance (2 CPUs): search + ASHA + rerun + final test,
+failing trials, and the Ray Train worker-group path."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from study.spec import spec_from_dict
+from study.stages import run_study
+from study.status import progress_table
+
+CONDITIONS = {"av", "audio_only", "video_only", "robustness"} | {f"miss_{i / 10:.1f}"
+                                                                   for i in range(10)}
+
+
+@pytest.fixture(scope="module")
+def synth_cache(tmp_path_factory, monkeypatch_module):
+    path = tmp_path_factory.mktemp("avcache")
+    monkeypatch_module.setenv("AVSTUDY_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _spec(**overrides) -> dict:
+    raw = {
+        "name": "tiny", "dataset": {"synth": {"scale": "tiny", "seed": 0}},
+        "model_preset": "tiny", "spaces": ["architecture_tiny", "optimisation", "missing"],
+        "fixed": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "use_shared": False,
+                  "shared_layers": 0, "batch_size": 64, "patience": 5},
+        "cells": {"fusion": ["late"], "train_missing_rate": [0.5]},
+        "searcher": {"kind": "optuna-tpe", "seed": 0, "n_startup_trials": 2},
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        "budget": {"trials_per_cell": 6, "max_epochs": 4},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "objectives": [{"metric": "macro_f1", "condition": "av", "mode": "max"},
+                       {"metric": "macro_f1", "condition": "worst_single", "mode": "max"}],
+        "seeds": [3], "top_k": 1,
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
+    torch.set_num_threads(1)
+    out = run_study(spec_from_dict(_spec()), out=tmp_path / "study", verbose=0)
+    res = pd.read_parquet(out / "results.parquet")
+    curves = pd.read_parquet(out / "curves.parquet")
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["status"] == "finished" and meta["primary_metric"] == "macro_f1"
+    assert [o["key"] for o in meta["objectives"]] == ["av_macro_f1", "worst_single_macro_f1"]
+
+    search = res[res.stage == "search"]
+    assert search.trial_id.nunique() == 6 and set(search.split) == {"dev"}
+    assert set(search.status) <= {"completed", "early_stopped"}
+    status = search.groupby("trial_id").status.first()
+    assert (status == "early_stopped").sum() >= 1  # ASHA stopped some trials
+    epochs = search.groupby("trial_id").epochs.first()
+    assert (epochs[status == "early_stopped"] < 4).all() and (epochs[status == "completed"] == 4).all()
+    assert set(search.condition) == CONDITIONS
+    assert search.groupby("trial_id").size().eq(len(CONDITIONS)).all()  # counted once
+    assert {"param__lr", "param__audio_only_share", "param__dropout"} <= set(res.columns)
+    assert "param__fusion" not in res.columns and "param__train_missing_rate" not in res.columns
+    assert (search.fusion == "late").all() and (search.train_missing_rate == 0.5).all()
+    assert search.cell.eq("fusion=late|r=0.5").all()
+    assert json.loads(search.confusion.dropna().iloc[0])  # JSON list of lists
+
+    # top-1 by dev av macro-F1 (never test) is re-run with the rerun seed, then tested once
+    av = search[search.condition == "av"].set_index("trial_id").macro_f1
+    rerun, final = res[res.stage == "rerun"], res[res.stage == "final"]
+    assert set(rerun.parent_trial_id) == {av.idxmax()} == set(final.parent_trial_id)
+    assert set(rerun.seed) == {3} and set(rerun.split) == {"dev"}
+    assert set(final.split) == {"test"} and set(final.condition) == CONDITIONS
+    assert final.trial_id.nunique() == 1 and (final.status == "completed").all()
+    assert res.trial_id.str.startswith(("search-", "rerun-", "final-")).all()
+    miss = final[final.condition.str.startswith("miss_")]
+    assert miss.test_missing_rate.notna().all() and final[final.condition == "av"].test_missing_rate.isna().all()
+
+    # curves: one row per reported epoch of every trial
+    per_trial = curves.groupby("trial_id").epoch.agg(["min", "max", "count"])
+    assert set(per_trial.index) == set(search.trial_id) | set(rerun.trial_id)
+    assert (per_trial["min"] == 1).all() and (per_trial["count"] == per_trial["max"]).all()
+    assert {"time_s", "train_loss", "dev_loss", "dev_macro_f1", "dev_av_macro_f1"} <= set(curves.columns)
+
+    # the Optuna study (two objectives) is in STUDY_DIR/optuna.db with every trial told
+    study = optuna.load_study(study_name="tiny/search/late-r0.5",
+                              storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 6 and len(study.directions) == 2
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    table = progress_table(out)
+    assert "fusion=late|r=0.5" in table and "rerun" in table
+
+
+def test_failing_trials_are_recorded_not_fatal(ray_session, synth_cache, tmp_path):
+    raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
+                budget={"trials_per_cell": 2, "max_epochs": 1})
+    raw["fixed"] = {**raw["fixed"], "n_heads": 3}  # d_model=16 is not divisible by 3
+    out = run_study(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    res = pd.read_parquet(out / "results.parquet")
+    assert len(res) == 2 and (res.status == "failed").all()
+    assert res.split.isna().all() and res.condition.isna().all()
+    assert res.error.str.contains("n_heads").all()
+    assert json.loads((out / "study.json").read_text())["status"] == "finished"
+
+
+def test_ray_train_worker_group_mode(ray_session, synth_cache, tmp_path):
+    raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
+                budget={"trials_per_cell": 1, "max_epochs": 2},
+                resources={"workers": 1, "cpus_per_worker": 1, "mode": "train"})
+    out = run_study(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    res = pd.read_parquet(out / "results.parquet")
+    assert set(res.stage) == {"search", "rerun", "final"}
+    assert (res.status == "completed").all() and set(res[res.stage == "final"].split) == {"test"}
+    assert (out / "ray" / "train-runs").is_dir()  # the TorchTrainer runs' own storage
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert sorted(curves[curves.stage == "search"].epoch) == [1, 2]

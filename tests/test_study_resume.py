@@ -1,0 +1,88 @@
+"""Resume: kill the sweep driver mid-study, `--resume`, nothing lost or counted twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = {
+    "name": "resume", "dataset": {"synth": {"scale": "tiny", "seed": 0}}, "model_preset": "tiny",
+    "spaces": ["optimisation", "missing"],
+    "fixed": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "use_shared": False,
+              "shared_layers": 0, "patience": 5},
+    "cells": {"fusion": ["late"], "train_missing_rate": [0.0]},
+    "searcher": {"kind": "random", "seed": 1}, "scheduler": {"kind": "none"},
+    "budget": {"trials_per_cell": 5, "max_epochs": 3},
+    "resources": {"workers": 1, "cpus_per_worker": 1}, "seeds": [0], "top_k": 1,
+}
+SWEEP = ("import sys; from study.spec import load_spec; from study.stages import run_study; "
+         "run_study(load_spec(sys.argv[1]), out=sys.argv[2], resume=sys.argv[3] == '1', verbose=0)")
+
+
+def _sweep(spec: Path, out: Path, resume: bool, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SWEEP, str(spec), str(out), "1" if resume else "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _done(out: Path) -> list[str]:
+    path = out / "progress" / "search-late-r0.json"
+    if not path.exists():
+        return []
+    try:
+        trials = json.loads(path.read_text())["trials"]
+    except (json.JSONDecodeError, KeyError):
+        return []
+    return [tid for tid, t in trials.items() if t["status"] == "done"]
+
+
+@pytest.mark.slow
+def test_resume_after_driver_killed(ray_session, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AVSTUDY_CACHE": str(tmp_path / "cache"),
+           "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    first = _sweep(spec, out, False, env)
+    deadline = time.time() + 240
+    while len(_done(out)) < 2 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, first.stderr.read().decode()[-3000:]
+    done_before = _done(out)
+    assert len(done_before) >= 2
+    first.send_signal(signal.SIGKILL)  # the driver dies mid-study
+    first.wait()
+    assert json.loads((out / "study.json").read_text())["status"] == "running"
+    assert not (out / "results.parquet").exists() or not len(pd.read_parquet(out / "results.parquet"))
+
+    again = _sweep(spec, out, True, env)
+    _, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err.decode()[-3000:]
+
+    res = pd.read_parquet(out / "results.parquet")
+    search = res[res.stage == "search"]
+    assert search.trial_id.nunique() == 5  # the budget, exactly: nothing lost, nothing extra
+    assert search.groupby("trial_id").size().eq(14).all()  # each trial's rows once
+    assert (search.status == "completed").all()
+    assert {f"search-late-r0-{t}" for t in done_before} <= set(search.trial_id)
+    assert res[res.stage == "final"].trial_id.nunique() == 1
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "epoch"]).any()
+
+    study = optuna.load_study(study_name="resume/search/late-r0",
+                              storage=f"sqlite:///{out / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 5 and "RUNNING" not in states
+    orphans = [t for t in study.trials if t.system_attrs.get("avstudy_orphan")]
+    assert len(states) == 5 + len(orphans)
+    assert json.loads((out / "study.json").read_text())["status"] == "finished"
