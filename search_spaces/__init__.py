@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from search_spaces.spaces import (FUSIONS, architecture, architecture_tiny, fusion, missing,
-                                  optimisation)
+                                  optimisation, optimisation_tiny)
 
 SpaceFn = Callable[[Any], dict]
 
@@ -17,6 +17,7 @@ SPACES: dict[str, SpaceFn] = {
     "architecture": architecture,
     "architecture_tiny": architecture_tiny,
     "optimisation": optimisation,
+    "optimisation_tiny": optimisation_tiny,
     "fusion": fusion,
     "missing": missing,
 }

@@ -57,6 +57,15 @@ def optimisation(trial) -> dict:
     }
 
 
+def optimisation_tiny(trial) -> dict:
+    """`optimisation` for the tiny laptop demo: a few epochs only learn at higher rates."""
+    return {
+        "lr": trial.suggest_float("lr", 1e-3, 6e-3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+    }
+
+
 def fusion(trial) -> dict:
     """Fusion strategy (categorical) with each strategy's own parameters in its branch."""
     name = trial.suggest_categorical("fusion", list(FUSIONS))

@@ -216,8 +216,17 @@ def train_worker(loop_config: dict) -> None:
     worker_loop(loop_config["config"], ctx, report=ray.train.report,
                 get_checkpoint=ray.train.get_checkpoint,
                 make_checkpoint=ray.train.Checkpoint.from_directory,
-                wrap_model=ray.train.torch.prepare_model,
+                wrap_model=_prepare_ddp,
                 rank=ray.train.get_context().get_world_rank())
+
+
+def _prepare_ddp(model):
+    """DDP that tolerates parameters without a gradient in a step: a batch with no paired
+    sample leaves the fusion unused, and the three-pass schedule uses one branch per step."""
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
 def train_driver(config: dict, ctx: TrialContext) -> None:

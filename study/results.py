@@ -217,6 +217,17 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _dataset_labels(spec: StudySpec) -> dict:
+    """Classes (in the order of the confusion matrices) and dimensions of the study's dataset."""
+    from study.stages import data_location
+
+    meta_path = Path(data_location(spec)[0]) / "dataset.json"
+    if not meta_path.exists():
+        return {}
+    meta = json.loads(meta_path.read_text())
+    return {"classes": meta.get("classes", []), "dimensions": meta.get("dimensions", [])}
+
+
 def write_study_json(study_dir: Path, spec: StudySpec, status: str,
                      started_at: str | None = None) -> dict:
     path = Path(study_dir) / "study.json"
@@ -230,6 +241,7 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "objectives": [{"metric": o.metric, "condition": o.condition, "mode": o.mode,
                         "key": o.key} for o in spec.objectives],
         "primary_metric": spec.primary_metric, "task": spec.task.kind,
+        **_dataset_labels(spec),
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
