@@ -5,7 +5,10 @@ For each mode, runs the same grid of short trials through Tune and prints
           measured inside the per-worker loop),
 and the same ratio normalised by the number of concurrent trials (1.0 = no overhead).
 
-    python benchmarks/sweep_overhead.py --trials 4 --epochs 2
+    python benchmarks/sweep_overhead.py --trials 4 --epochs 2               # seconds-long trials
+    python benchmarks/sweep_overhead.py --trials 4 --epochs 12 --scale small  # ~1-minute trials
+
+Target: inline overhead (per_slot - 1) <= 10% for one-minute trials.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--cpus", type=int, default=2, help="Ray CPUs = concurrent 1-CPU trials")
+    p.add_argument("--scale", default="tiny", choices=["tiny", "small"],
+                   help="synthetic corpus size (small: ~5 s per epoch on one CPU)")
     args = p.parse_args(argv)
 
     import ray
@@ -64,20 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     from study.synth import make_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = str(make_corpus(Path(tmp) / "data", scale="tiny", progress=False))
+        data = str(make_corpus(Path(tmp) / "data", scale=args.scale, progress=False))
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env=worker_env() or None)
         jobs = trial_jobs(args.trials, args.epochs)
         rows = [run_mode(inline, jobs, data, str(Path(tmp) / "ray"), args.cpus)
                 for inline in (True, False)]
         ray.shutdown()
-    print(f"{args.trials} trials x {args.epochs} epochs (tiny synth), {args.cpus} CPUs, "
+    print(f"{args.trials} trials x {args.epochs} epochs ({args.scale} synth), {args.cpus} CPUs, "
           f"1 CPU per trial")
     print(f"{'mode':<10} {'wall_s':>8} {'own_s':>8} {'wall/own':>9} {'per_slot':>9}")
     for r in rows:
         print(f"{r['mode']:<10} {r['wall_s']:8.1f} {r['own_s']:8.1f} {r['ratio']:9.2f} "
               f"{r['ratio_per_slot']:9.2f}")
     print(f"ray-train / inline wall time: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x")
+    mean_trial = rows[0]["own_s"] / args.trials
+    overhead = rows[0]["ratio_per_slot"] - 1
+    print(f"inline overhead: {overhead:.1%} at {mean_trial:.0f} s per trial "
+          f"(target <= 10% for one-minute trials)")
     return 0
 
 

@@ -1,10 +1,10 @@
-"""Small statistics helpers: confidence intervals and paired tests (numpy; scipy when installed)."""
+"""Small statistics helpers: confidence intervals and paired tests (numpy + scipy)."""
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
+from scipy import stats
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -21,18 +21,7 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 
 
 def _t_quantile(level: float, dof: int) -> float:
-    try:
-        from scipy import stats
-        return float(stats.t.ppf(0.5 + level / 2, dof))
-    except ImportError:  # normal approximation
-        return 1.959963984540054 if level == 0.95 else float(np.sqrt(2) * _erfinv(level))
-
-
-def _erfinv(y: float) -> float:
-    a = 0.147
-    ln = math.log(1 - y * y)
-    t = 2 / (math.pi * a) + ln / 2
-    return math.copysign(math.sqrt(math.sqrt(t * t - ln / a) - t), y)
+    return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
 def bootstrap_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -50,18 +39,6 @@ def bootstrap_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0)
     return (m, float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 
 
-def sign_flip_pvalue(diffs, n_perm: int = 10000, seed: int = 0) -> float:
-    """Two-sided paired permutation test of mean(diffs) = 0; exact when n <= 16."""
-    d = np.asarray(diffs, dtype=float)
-    obs = abs(d.mean())
-    if len(d) <= 16:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))  # (2^n, n)
-    else:
-        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_perm, len(d)))
-    stats = np.abs((signs * d).mean(axis=1))
-    return float(np.mean(stats >= obs - 1e-12))
-
-
 def paired_test(a, b, seed: int = 0) -> dict:
     """Paired comparison of a and b (same seeds, same order): mean of a - b, bootstrap CI, p-value."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -75,8 +52,4 @@ def paired_test(a, b, seed: int = 0) -> dict:
         return out
     if np.allclose(d, 0):
         return {**out, "p_value": 1.0, "test": "all differences zero"}
-    try:
-        from scipy import stats
-        return {**out, "p_value": float(stats.wilcoxon(d).pvalue), "test": "Wilcoxon signed-rank"}
-    except ImportError:
-        return {**out, "p_value": sign_flip_pvalue(d, seed=seed), "test": "sign-flip permutation"}
+    return {**out, "p_value": float(stats.wilcoxon(d).pvalue), "test": "Wilcoxon signed-rank"}
