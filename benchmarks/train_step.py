@@ -2,8 +2,9 @@
 
 Paper sizes (VAVL defaults: 1024-d audio at 50 Hz, 1408-d video at 30 fps, ~2.5 s utterances,
 d_model 512, 3 + 2 conformer blocks), batch 8, the real training loop (`Session.train_epoch`).
-Each schedule runs in its own child process (so peak RSS is its own), alternating over rounds;
-the ratio is taken from the same rounds. Target: fused >= 1.6x the three-pass samples/second.
+Each (schedule, precision) runs in its own child process (so peak RSS is its own), alternating
+over rounds; ratios are taken from the same run. Target: fused >= 1.6x the three-pass
+samples/second. bf16 autocast is measured too where the CPU has native bf16 (avx512_bf16/AMX).
 
     python benchmarks/train_step.py [--threads 2] [--rounds 2] [--utts 32] [--device cpu]
 """
@@ -38,11 +39,12 @@ def make_data(root: Path, n: int) -> Path:
     return write_dataset(root, manifest, meta, audio, video)
 
 
-def child(schedule: str, data: str, threads: int, device: str, queue) -> None:
+def child(schedule: str, precision: str, data: str, threads: int, device: str, queue) -> None:
     import torch
     torch.set_num_threads(threads)
     from study.train import Session, config_from_flat
-    cfg = config_from_flat({"preset": "paper", "batch_size": 8, "schedule": schedule}, data_dir=data)
+    cfg = config_from_flat({"preset": "paper", "batch_size": 8, "schedule": schedule,
+                            "precision": precision}, data_dir=data)
     session = Session(cfg, data, device=device)
     session.train_epoch()                                            # warm-up epoch
     if device == "cuda":
@@ -51,18 +53,25 @@ def child(schedule: str, data: str, threads: int, device: str, queue) -> None:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     params = sum(p.numel() for p in session.model.parameters())
-    queue.put({"schedule": schedule, "samples_per_s": info["samples"] / info["seconds"],
+    queue.put({"schedule": schedule, "precision": precision, "samples_per_s": info["samples"] / info["seconds"],
                "peak_mib": peak, "params": params})
 
 
-def measure(schedule: str, data: Path, threads: int, device: str) -> dict:
+def measure(schedule: str, precision: str, data: Path, threads: int, device: str) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(schedule, str(data), threads, device, queue))
+    proc = ctx.Process(target=child, args=(schedule, precision, str(data), threads, device, queue))
     proc.start()
     result = queue.get()
     proc.join()
     return result
+
+
+def native_bf16(device: str) -> bool:
+    if device == "cuda":
+        return True
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def main(argv=None) -> None:
@@ -72,27 +81,37 @@ def main(argv=None) -> None:
     ap.add_argument("--utts", type=int, default=32, help="training utterances per epoch")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    precisions = ["fp32", "bf16"] if native_bf16(args.device) else ["fp32"]
+    combos = [(s, p) for p in precisions for s in ("fused", "three_pass")]
+    runs = {c: [] for c in combos}
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp) / "paper", args.utts)
-        runs = {"fused": [], "three_pass": []}
         for r in range(args.rounds):
-            for schedule in runs:
-                runs[schedule].append(measure(schedule, data, args.threads, args.device))
-                last = runs[schedule][-1]
-                print(f"round {r + 1} {schedule:<10} {last['samples_per_s']:.2f} samples/s, "
-                      f"peak {last['peak_mib']:.0f} MiB", flush=True)
-    speed = {s: statistics.median(x["samples_per_s"] for x in v) for s, v in runs.items()}
-    peak = {s: max(x["peak_mib"] for x in v) for s, v in runs.items()}
-    params = runs["fused"][0]["params"]
+            for schedule, precision in combos:
+                last = measure(schedule, precision, data, args.threads, args.device)
+                runs[(schedule, precision)].append(last)
+                print(f"round {r + 1} {schedule:<10} {precision} {last['samples_per_s']:.2f} "
+                      f"samples/s, peak {last['peak_mib']:.0f} MiB", flush=True)
+    report(runs, precisions, args)
+
+
+def report(runs: dict, precisions: list[str], args) -> None:
+    speed = {c: statistics.median(x["samples_per_s"] for x in v) for c, v in runs.items()}
+    peak = {c: max(x["peak_mib"] for x in v) for c, v in runs.items()}
+    params = next(iter(runs.values()))[0]["params"]
     print(f"\nVAVL at paper sizes: {params / 1e6:.1f} M parameters, batch 8, {args.threads} threads, "
           f"{args.device}")
-    print(f"{'schedule':<12}{'samples/s':>10}{'peak MiB':>10}")
-    for s in runs:
-        print(f"{s:<12}{speed[s]:>10.2f}{peak[s]:>10.0f}")
-    ratio = speed["fused"] / speed["three_pass"]
-    print(f"fused / three_pass throughput: {ratio:.2f}x (target >= 1.6x) "
-          f"{'OK' if ratio >= 1.6 else 'BELOW TARGET'}")
-    print(f"fused / three_pass peak memory: {peak['fused'] / peak['three_pass']:.2f}x")
+    print(f"{'schedule':<12}{'precision':<10}{'samples/s':>10}{'peak MiB':>10}")
+    for (s, p) in runs:
+        print(f"{s:<12}{p:<10}{speed[(s, p)]:>10.2f}{peak[(s, p)]:>10.0f}")
+    for p in precisions:
+        ratio = speed[("fused", p)] / speed[("three_pass", p)]
+        print(f"{p}: fused / three_pass throughput {ratio:.2f}x (target >= 1.6x) "
+              f"{'OK' if ratio >= 1.6 else 'BELOW TARGET'}; peak memory "
+              f"{peak[('fused', p)] / peak[('three_pass', p)]:.2f}x")
+    if "bf16" in precisions:
+        print(f"fused bf16 / three_pass fp32 throughput: "
+              f"{speed[('fused', 'bf16')] / speed[('three_pass', 'fp32')]:.2f}x")
 
 
 if __name__ == "__main__":

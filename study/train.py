@@ -29,6 +29,7 @@ from study.protocol import (NAMED_CONDITIONS, ProtocolConfig, condition_availabi
 SCHEDULES = ("fused", "three_pass")
 LABEL_KINDS = ("hard", "soft")
 SELECT_CONDITIONS = ("av", "robustness", "worst_single")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,12 @@ class TrainConfig:
     label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
     select_condition: str = "av"     # dev condition used for model selection
     grad_clip: float = 1.0
+    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
     seed: int = 0
 
     def __post_init__(self):
         checks = [("schedule", SCHEDULES), ("label_kind", LABEL_KINDS),
-                  ("select_condition", SELECT_CONDITIONS)]
+                  ("select_condition", SELECT_CONDITIONS), ("precision", PRECISIONS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
@@ -289,9 +291,9 @@ class Session:
         return total
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto"
+                                                and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     # -- evaluation
 

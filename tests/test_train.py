@@ -100,3 +100,13 @@ def test_bucketed_batches_cover_everything_once():
     assert sorted(flat) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 0.5                                           # similar lengths together
+
+
+def test_bf16_autocast_path_trains(data):
+    session = Session(_cfg(data, precision="bf16"), data)
+    info = session.train_epoch()
+    assert np.isfinite(info["train_loss"])
+    rows = session.evaluate("dev", conditions=["av"])
+    assert 0.0 <= rows[0]["macro_f1"] <= 1.0
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        _cfg(data, precision="fp8")
