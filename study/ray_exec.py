@@ -138,13 +138,16 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
                 make_checkpoint: Callable, wrap_model: Callable | None = None,
                 rank: int = 0) -> None:
     """Train one configuration, reporting once per epoch; resumes from the latest checkpoint."""
+    from study.dataset import open_dataset
     from study.train import Session, config_from_flat
 
     torch.set_num_threads(ctx.threads)
     flat, _ = split_config(config)  # meta (parent trial, searched names) is for results only
     data_dir = ensure_data(ctx)
     cfg = config_from_flat(flat, preset=ctx.model_preset, data_dir=data_dir)
-    s = Session(cfg, data_dir, wrap_model=wrap_model)
+    # the study validated every frame once (stages.run_study); trials skip that scan
+    s = Session(cfg, data_dir, wrap_model=wrap_model,
+                dataset=open_dataset(data_dir, check_values=False))
     best_rows, own_time = _resume(s, get_checkpoint())
     while not s.should_stop:
         t0 = time.perf_counter()

@@ -311,12 +311,14 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
 def run_study(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
               verbose: int = 1) -> Path:
     """Run (or resume) every stage of a study; returns STUDY_DIR."""
+    from study.dataset import open_dataset
     from study.ray_exec import ensure_data, init_ray
 
     study_dir, ray_storage = study_paths(spec, out)
     prepare_study_dir(spec, study_dir, resume)
     init_ray()
-    ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
+    data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
+    open_dataset(data_dir)  # validate every file and frame once, before any trial starts
     study = Study(spec, study_dir, ray_storage, resume=resume, verbose=verbose)
     R.write_study_json(study_dir, spec, "running")
     try:
