@@ -183,8 +183,10 @@ def learning_curves(df: pd.DataFrame, column: str):
                                  name=_t(g["label"].iloc[0]) + (" [early-stopped]" if stopped else ""),
                                  line=dict(color=color, dash="dash" if stopped else "solid", width=1.5),
                                  marker=dict(size=[0] * (n - 1) + [10], symbol="x" if stopped else "circle", color=color)))
-    return _layout(fig, "Learning curves (dashed grey, x at the last epoch: early-stopped)", height=460,
-                   xaxis_title="epoch", yaxis_title=_t(column))
+    fig = _layout(fig, "Learning curves (dashed grey, x at the last epoch: early-stopped)", height=460,
+                  xaxis_title="epoch", yaxis_title=_t(column))
+    fig.update_xaxes(dtick=max(1, int(df["epoch"].max()) // 10) if len(df) else 1)  # whole epochs
+    return fig
 
 
 def confusions(data: dict[str, np.ndarray], classes) -> object:
