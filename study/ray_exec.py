@@ -31,10 +31,6 @@ from ray import tune
 
 CKPT_ROWS = "best_rows.json"  # beside session.pt in every checkpoint
 DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}  # {"CPU": 0} alone is rejected by Tune
-CURVE_CONDITIONS = ("av", "audio_only", "video_only", "robustness")
-CURVE_METRICS = {"categorical": ("loss", "accuracy", "uar", "macro_f1"),
-                 "dimensional": ("loss", "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")}
-
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -116,17 +112,6 @@ def objective_values(rows: list[dict], objectives, primary: str) -> dict[str, fl
     return out
 
 
-def curve_metrics(rows: list[dict], task: str, primary: str) -> dict[str, float]:
-    """Per-epoch dev metrics for curves.parquet: dev_loss, dev_<primary>, dev_<cond>_<metric>."""
-    by = {r["condition"]: r for r in rows}
-    out = {"dev_loss": by["av"]["loss"], f"dev_{primary}": by["av"][primary]}
-    for c in CURVE_CONDITIONS:
-        for m in CURVE_METRICS[task]:
-            if c in by and m in by[c]:
-                out[f"dev_{c}_{m}"] = by[c][m]
-    return {k: (float(v) if v is not None else float("nan")) for k, v in out.items()}
-
-
 def _rows_json(rows: list[dict]) -> str:
     return json.dumps(rows, default=float)
 
@@ -174,11 +159,13 @@ def _resume(s, checkpoint) -> tuple[list[dict], float]:
 
 
 def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContext) -> dict:
+    from study.train import curve_metrics
+
     primary = s.cfg.primary_metric
     return {
         "epoch": info["epoch"], "train_loss": info["train_loss"], "samples": info["samples"],
         "score": score, "best_score": s.best_score, "best_epoch": s.best_epoch,
-        **curve_metrics(rows, s.cfg.task, primary),
+        **curve_metrics(rows, s.cfg),
         **objective_values(best_rows, ctx.objectives, primary),
         "best_rows": _rows_json(best_rows), "finished": False,
         "config_json": json.dumps(s.cfg.to_flat(), sort_keys=True, default=list),

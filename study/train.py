@@ -438,7 +438,7 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
         info = session.train_epoch()
         rows = session.evaluate("dev")
         score = session.observe(rows)
-        curves.append({**info, **_curve_metrics(rows, cfg)})
+        curves.append({**info, **curve_metrics(rows, cfg)})
         log(_epoch_line(info, rows, score, cfg))
     session.restore_best()
     record = {"config": cfg.to_flat(), "protocol": cfg.protocol.to_dict(),
@@ -450,12 +450,21 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
     return record
 
 
-def _curve_metrics(rows: list[dict], cfg: TrainConfig) -> dict:
-    key = cfg.primary_metric
+CURVE_CONDITIONS = ("av", "audio_only", "video_only", "robustness")
+CURVE_METRICS = {"categorical": ("loss", "accuracy", "uar", "macro_f1"),
+                 "dimensional": ("loss", "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")}
+
+
+def curve_metrics(rows: list[dict], cfg: TrainConfig) -> dict[str, float]:
+    """Per-epoch dev metrics for curves: dev_loss, dev_<primary>, dev_<condition>_<metric>."""
     by = {r["condition"]: r for r in rows}
-    out = {"dev_loss": by["av"]["loss"], f"dev_{key}": by[cfg.select_condition if cfg.select_condition in by else "av"][key]}
-    out.update({f"dev_{c}_{key}": by[c][key] for c in ("av", "audio_only", "video_only", "robustness")})
-    return out
+    primary = cfg.primary_metric
+    out = {"dev_loss": by["av"]["loss"], f"dev_{primary}": by["av"][primary]}
+    for c in CURVE_CONDITIONS:
+        for m in CURVE_METRICS[cfg.task]:
+            if c in by and m in by[c]:
+                out[f"dev_{c}_{m}"] = by[c][m]
+    return {k: (float(v) if v is not None else float("nan")) for k, v in out.items()}
 
 
 def _epoch_line(info: dict, rows: list[dict], score: float, cfg: TrainConfig) -> str:
