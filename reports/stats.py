@@ -7,36 +7,35 @@ import numpy as np
 from scipy import stats
 
 
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi) Student-t interval of the mean; lo = hi = mean for a single value."""
+def _degenerate(values) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """Finite values, and the (mean, lo, hi) answer when there are fewer than two of them."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     if len(x) == 0:
-        return (math.nan, math.nan, math.nan)
+        return x, (math.nan, math.nan, math.nan)
     m = float(x.mean())
-    if len(x) < 2:
-        return (m, m, m)
-    half = _t_quantile(level, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return x, ((m, m, m) if len(x) < 2 else None)
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) Student-t interval of the mean; lo = hi = mean for a single value."""
+    x, done = _degenerate(values)
+    if done:
+        return done
+    m = float(x.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return (m, m - half, m + half)
-
-
-def _t_quantile(level: float, dof: int) -> float:
-    return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
 def bootstrap_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(mean, lo, hi): percentile bootstrap interval of the mean (deterministic for a seed)."""
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return (math.nan, math.nan, math.nan)
-    m = float(x.mean())
-    if len(x) < 2:
-        return (m, m, m)
+    x, done = _degenerate(values)
+    if done:
+        return done
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))  # (n_boot, n)
     means = x[idx].mean(axis=1)
     a = (1 - level) / 2
-    return (m, float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
+    return (float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 
 
 def paired_test(a, b, seed: int = 0) -> dict:
