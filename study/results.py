@@ -195,11 +195,15 @@ def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, curves
 
 
-def versions() -> dict[str, str]:
+STUDY_PACKAGES = ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow")
+
+
+def versions(packages: tuple[str, ...] = STUDY_PACKAGES) -> dict[str, str]:
+    """Python and the installed version of each package (absent ones are left out)."""
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow"):
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -22,8 +22,10 @@ import pandas as pd
 from study.corpora import corpus_targets, scan_corpus
 from study.features.audio import MediaError, load_audio
 from study.features.video import FaceConfig, FaceCropper, read_frames
+from study.results import versions
 
 REPORT_COLUMNS = ["utt_id", "modality", "problem", "path"]
+_MEDIA_PACKAGES = ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile")
 
 
 @dataclass(frozen=True)
@@ -313,20 +315,9 @@ def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
         "video": {"dim": dims["video"], "rate_hz": float(np.median(fps)) if fps else None,
                   "extractor": names.get("video") or "none", "dtype": cfg.dtype},
         "provenance": {"source": "features extract", "config": asdict(cfg),
-                       "versions": _versions(), "problems": n_problems,
+                       "versions": versions(_MEDIA_PACKAGES), "problems": n_problems,
                        "report": "extraction_report.csv"},
     }
-
-
-def _versions() -> dict:
-    from importlib import metadata
-    out = {}
-    for pkg in ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 # ----------------------------------------------------------------------------- entry point
