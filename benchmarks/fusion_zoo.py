@@ -19,12 +19,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from random_batches import random_batch  # noqa: E402
 
 from model import build_model, model_config  # noqa: E402
-from model.synthetic import random_batch  # noqa: E402
+from model.registry import FUSIONS  # noqa: E402
 
-STRATEGIES = ("vavl", "late", "gated", "xattn", "foalnet")
+STRATEGIES = tuple(FUSIONS)  # every registered strategy (model/registry.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

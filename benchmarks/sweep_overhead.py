@@ -35,7 +35,7 @@ def trial_jobs(n: int, epochs: int) -> list[dict]:
 def run_mode(inline: bool, jobs: list[dict], data_dir: str, storage: str, cpus: int) -> dict:
     from ray import tune
 
-    from study.ray_exec import TrialContext, fit_tuner, make_trainable
+    from study.runs.ray_exec import TrialContext, fit_tuner, make_trainable
 
     ctx = TrialContext(data_dir=data_dir, model_preset="tiny",
                        objectives=(("av", "macro_f1", "max"),),
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from study.ray_exec import worker_env
-    from study.synth import make_corpus
+    from study.data.synth import make_corpus
+    from study.runs.ray_exec import worker_env
 
     with tempfile.TemporaryDirectory() as tmp:
         data = str(make_corpus(Path(tmp) / "data", scale=args.scale, progress=False))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_data(root: Path, n: int) -> Path:
-    from study.dataset import write_dataset
+    from study.data.dataset import write_dataset
     rng = np.random.default_rng(0)
     splits = ["train"] * n + ["dev"] * 4 + ["test"] * 4
     ids = [f"u{i}" for i in range(len(splits))]
@@ -42,7 +42,8 @@ def make_data(root: Path, n: int) -> Path:
 def child(schedule: str, precision: str, data: str, threads: int, device: str, queue) -> None:
     import torch
     torch.set_num_threads(threads)
-    from study.train import Session, config_from_flat
+    from study.training.config import config_from_flat
+    from study.training.session import Session
     cfg = config_from_flat({"preset": "paper", "batch_size": 8, "schedule": schedule,
                             "precision": precision}, data_dir=data)
     session = Session(cfg, data, device=device)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from model.registry import FUSIONS
+
 TASKS = ("categorical", "dimensional")
-FUSIONS = ("vavl", "late", "gated", "xattn", "foalnet")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _validate(cfg: ModelConfig) -> list[str]:
     if cfg.task not in TASKS:
         errors.append(f"task={cfg.task!r} not in {TASKS}")
     if cfg.fusion not in FUSIONS:
-        errors.append(f"fusion={cfg.fusion!r} not in {FUSIONS}")
+        errors.append(f"fusion={cfg.fusion!r} not in {sorted(FUSIONS)}")
     if cfg.task == "dimensional" and cfg.n_outputs != 3:
         errors.append(f"dimensional task needs n_outputs=3, got {cfg.n_outputs}")
     if cfg.task == "categorical" and cfg.n_outputs < 2:

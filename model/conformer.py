@@ -15,7 +15,6 @@ Choices, stated once:
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

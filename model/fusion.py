@@ -6,7 +6,7 @@ loss counts in the total. Samples with one modality are predicted by that modali
 branch (routing in AVModel), which is what every strategy reduces to when a modality is missing
 (for "late"/"gated": a missing modality gets weight 0).
 
-Strategies (cfg.fusion): "vavl", "late", "gated", "xattn", "foalnet" -- see build_fusion.
+Strategies (cfg.fusion) are registered in model/registry.py (FUSIONS).
 """
 
 from __future__ import annotations
@@ -283,14 +283,7 @@ class FoalNetFusion(FusionStrategy):
 
 
 def build_fusion(cfg: ModelConfig) -> FusionStrategy:
-    if cfg.fusion == "vavl":
-        return ConcatFusion(cfg)
-    elif cfg.fusion == "late":
-        return LateFusion(cfg)
-    elif cfg.fusion == "gated":
-        return GatedFusion(cfg)
-    elif cfg.fusion == "xattn":
-        return CrossAttentionFusion(cfg)
-    elif cfg.fusion == "foalnet":
-        return FoalNetFusion(cfg)
-    raise ValueError(f"unknown fusion {cfg.fusion!r}")
+    """The strategy registered under cfg.fusion (model/registry.py)."""
+    from model.registry import fusion_class
+
+    return fusion_class(cfg.fusion)(cfg)

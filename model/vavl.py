@@ -13,16 +13,16 @@ video-only -> video head.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.batch import Batch
-from model.conformer import ConformerStack, zero_padding
 from model.config import ModelConfig
+from model.conformer import ConformerStack, zero_padding
 from model.fusion import FusionInput, build_fusion
 from model.heads import MLPHead, masked_mean
 from model.losses import task_loss

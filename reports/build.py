@@ -1,7 +1,6 @@
 """Entry points: write_report (one study -> one self-contained HTML file) and write_index."""
 from __future__ import annotations
 
-import os
 import posixpath
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pandas as pd
 
 from reports import figures, gather, tables
 from reports.fsio import Location, exists, find_studies, locate, write_text
-from reports.html import FigureCounter, Section, esc, figure, page, plotly_js, table
+from reports.html import FigureCounter, Section, esc, figure, page, plotly_js
 from reports.load import StudyFiles, load_study, make_context
 from reports.sections import SECTIONS, Report, build_section
 

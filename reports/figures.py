@@ -175,7 +175,7 @@ def history(df: pd.DataFrame, objective_name: str, maximize: bool):
 def learning_curves(df: pd.DataFrame, column: str):
     go = _go()
     fig = go.Figure()
-    for i, (tid, g) in enumerate(df.groupby("trial_id", sort=False)):
+    for i, (_tid, g) in enumerate(df.groupby("trial_id", sort=False)):
         stopped = g["status"].iloc[0] == "early_stopped"
         color = "#9e9e9e" if stopped else PALETTE[i % len(PALETTE)]
         n = len(g)
@@ -196,7 +196,7 @@ def confusions(data: dict[str, np.ndarray], classes) -> object:
     rows = math.ceil(len(names) / cols)
     fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(n) for n in names], horizontal_spacing=0.08, vertical_spacing=0.14)
     labels = [_t(c) for c in classes]
-    for i, (name, m) in enumerate(data.items()):
+    for i, (_name, m) in enumerate(data.items()):
         fig.add_trace(go.Heatmap(z=m, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
                                  text=[[f"{v:.2f}" for v in row] for row in m], texttemplate="%{text}",
                                  hovertemplate="true %{y}<br>predicted %{x}: %{z:.3f}<extra></extra>"),

@@ -19,7 +19,7 @@ class Location:
     path: str  # path inside fs (posix)
     uri: str  # what the user gave, for display
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         return Location(self.fs, posixpath.join(self.path, *parts), posixpath.join(self.uri, *parts))
 
 

@@ -99,7 +99,7 @@ def early_stopping_saving_s(tr: pd.DataFrame) -> float:
     """Sum over early-stopped trials of (max epochs of completed trials of its stage - its epochs)
     x its mean epoch time (wall_time_s / epochs)."""
     total = 0.0
-    for stage, g in tr.groupby("stage"):
+    for _stage, g in tr.groupby("stage"):
         done = g.loc[g["status"] == "completed", "epochs"]
         full = done.max() if len(done) else tr.loc[tr["status"] == "completed", "epochs"].max()
         es = g[(g["status"] == "early_stopped") & (g["epochs"] > 0)]

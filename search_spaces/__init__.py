@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from search_spaces.spaces import (FUSIONS, architecture, architecture_tiny, fusion, missing,
-                                  optimisation, optimisation_tiny)
+from search_spaces.spaces import architecture, architecture_tiny, fusion, missing, optimisation, optimisation_tiny
 
 SpaceFn = Callable[[Any], dict]
 
@@ -22,7 +22,7 @@ SPACES: dict[str, SpaceFn] = {
     "missing": missing,
 }
 
-__all__ = ["SPACES", "FUSIONS", "CombinedSpace", "FixingTrial", "combine", "get_space"]
+__all__ = ["SPACES", "CombinedSpace", "FixingTrial", "combine", "get_space"]
 
 
 def get_space(name: str) -> SpaceFn:

@@ -8,7 +8,7 @@ train_missing_rate, the spec's fixed params) are never suggested (see `FixingTri
 
 from __future__ import annotations
 
-FUSIONS = ("vavl", "late", "gated", "xattn", "foalnet")
+from model.registry import FUSIONS
 
 
 def architecture(trial) -> dict:
@@ -67,24 +67,9 @@ def optimisation_tiny(trial) -> dict:
 
 
 def fusion(trial) -> dict:
-    """Fusion strategy (categorical) with each strategy's own parameters in its branch."""
+    """Fusion strategy (categorical) with each strategy's own parameters (model/registry.py)."""
     name = trial.suggest_categorical("fusion", list(FUSIONS))
-    return {"fusion": name, **_fusion_params(trial, name)}
-
-
-def _fusion_params(trial, name: str) -> dict:
-    if name == "gated":
-        return {"gated_hidden": trial.suggest_categorical("gated_hidden", [16, 64, 128])}
-    if name == "xattn":
-        return {"xattn_layers": trial.suggest_int("xattn_layers", 1, 2)}
-    if name == "foalnet":
-        return {
-            "foal_use_align": trial.suggest_categorical("foal_use_align", [True, False]),
-            "foal_use_match": trial.suggest_categorical("foal_use_match", [True, False]),
-            "foal_match_weight": trial.suggest_float("foal_match_weight", 0.01, 1.0, log=True),
-            "foal_temperature": trial.suggest_float("foal_temperature", 0.03, 0.3, log=True),
-        }
-    return {}  # vavl, late: no parameters of their own
+    return {"fusion": name, **FUSIONS[name].params(trial)}
 
 
 def missing(trial) -> dict:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,9 +21,9 @@ def _add_data(sub) -> None:
 
 
 def _run_data(args) -> int:
-    from study.dataset import describe, open_dataset
+    from study.data.dataset import describe, open_dataset
     if args.data_cmd == "synth":
-        from study.synth import make_corpus
+        from study.data.synth import make_corpus
         out = make_corpus(args.out, preset=args.preset, scale=args.scale, seed=args.seed)
         print(f"wrote {out}: {describe(open_dataset(out, check_values=False))}")
     else:
@@ -58,7 +57,8 @@ def load_flat_config(path: Path | None, sets: list[str]) -> dict:
 
 
 def _run_train(args) -> int:
-    from study.train import config_from_flat, fit, summary_table
+    from study.training.config import config_from_flat
+    from study.training.session import fit, summary_table
     flat = load_flat_config(args.config, args.set)
     cfg = config_from_flat(flat, data_dir=args.data)
     print(f"training {cfg.preset} preset, fusion={cfg.model.fusion}, task={cfg.task}, "
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_subparsers():
     """Subcommands of the other packages (studies, features, reports)."""
-    from study import stages, status
-    from study.features import cli as features_cli
     from reports import cli as reports_cli
+    from study.data.features import cli as features_cli
+    from study.runs import stages, status
     return [stages.add_subparser, status.add_subparser, features_cli.add_subparser,
             reports_cli.add_subparser, _add_demo]
 
@@ -98,7 +98,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from study.demo import run_demo
+    from study.runs.demo import run_demo
     return run_demo(args.out, args.spec)
 
 
@@ -106,10 +106,10 @@ def _dispatch(args) -> int:
     handlers = {"data": _run_data, "train": _run_train, "demo": _run_demo}
     if args.cmd in handlers:
         return handlers[args.cmd](args)
-    from study import stages, status
-    from study.features import cli as features_cli
     from reports import cli as reports_cli
-    others = {"sweep": stages.run, "status": status.run, "features": features_cli.run,
+    from study.data.features import cli as features_cli
+    from study.runs import stages, status
+    others = {"sweep": stages.run_cli, "status": status.run, "features": features_cli.run,
               "report": reports_cli.run}
     return others[args.cmd](args)
 

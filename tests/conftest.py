@@ -15,7 +15,7 @@ def pytest_configure(config):
 def ray_session():
     """ray.init(num_cpus=2) once for the whole session, shared by every test that asks."""
     ray = pytest.importorskip("ray")
-    from study.ray_exec import worker_env
+    from study.runs.ray_exec import worker_env
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = not ray.is_initialized()

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.registry import FUSIONS as REGISTRY
+
 CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
 DIMENSIONS = ("arousal", "valence", "dominance")
 TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))
-FUSIONS = ("vavl", "late", "gated", "xattn", "foalnet")
+FUSIONS = tuple(REGISTRY)
 FUSION_BASE = {"vavl": 0.62, "late": 0.55, "gated": 0.58, "xattn": 0.60, "foalnet": 0.61}
 # per-class evidence: positive = clearer in audio, negative = clearer in video
 CLASS_AUDIO_BIAS = (0.08, -0.06, 0.05, -0.10, 0.02, 0.04)

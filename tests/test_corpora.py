@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import rawgen
-from study.corpora import CorpusError, corpus_targets, scan_corpus
-from study.corpora.common import index_media, speaker_split
+
+from study.data.corpora import CorpusError, corpus_targets, scan_corpus
+from study.data.corpora.common import index_media, speaker_split
 
 
 def touch(path: Path) -> Path:

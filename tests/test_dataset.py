@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.dataset import DatasetError, FeatureWriter, open_dataset, write_dataset
+from study.data.dataset import DatasetError, FeatureWriter, open_dataset, write_dataset
 
 
 def _manifest(n=6):

@@ -8,14 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rawgen
 import torch
 
-import rawgen
-from study.dataset import open_dataset
-from study.features.audio import (LogMelConfig, LogMelExtractor, MediaError, Wav2Vec2Extractor,
-                                  load_audio, mel_filterbank)
-from study.features.extract import ExtractConfig, extract
-from study.features.video import FaceCropper, PixelExtractor, read_frames
+from study.data.dataset import open_dataset
+from study.data.features.audio import (
+    LogMelConfig,
+    LogMelExtractor,
+    MediaError,
+    Wav2Vec2Extractor,
+    load_audio,
+    mel_filterbank,
+)
+from study.data.features.extract import ExtractConfig, extract
+from study.data.features.video import FaceCropper, PixelExtractor, read_frames
 
 pytest.importorskip("cv2")
 pytest.importorskip("av")
@@ -128,7 +134,7 @@ def test_crops_fill_frames_without_detection():
 
 def test_efficientnet_random_init():
     pytest.importorskip("timm")                          # timm needs a torchvision for this torch
-    from study.features.video import EfficientNetExtractor
+    from study.data.features.video import EfficientNetExtractor
     x = EfficientNetExtractor("none", arch="efficientnet_b0", batch_size=2)
     feats = x(np.zeros((3, x.crop_size, x.crop_size, 3), np.uint8))
     assert feats.shape == (3, x.dim) == (3, 1280)
@@ -138,7 +144,8 @@ def test_efficientnet_random_init():
 
 
 def _train_one_epoch(data_dir: Path, task: str | None = None) -> dict:
-    from study.train import Session, config_from_flat
+    from study.training.config import config_from_flat
+    from study.training.session import Session
     cfg = config_from_flat({"batch_size": 4, "max_epochs": 1}, preset="tiny", data_dir=data_dir,
                            task=task)
     session = Session(cfg, data_dir, device="cpu")
@@ -192,7 +199,7 @@ def test_cremad_extraction_report_resume_and_training(tmp_path, w2v):
 def test_iemocap_segments_dimensional_training(tmp_path):
     import argparse
 
-    from study.features import cli
+    from study.data.features import cli
     rawgen.make_iemocap(tmp_path / "raw", sessions=3, turns=2)
     parser = argparse.ArgumentParser()
     cli.add_subparser(parser.add_subparsers(dest="cmd"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from study.metrics import categorical_metrics, ccc, dimensional_metrics
+from study.training.metrics import categorical_metrics, ccc, dimensional_metrics
 
 
 def test_categorical_hand_computed():

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from random_batches import random_batch
 
 from model import build_model, model_config
-from model.fusion import (FusionInput, alignment_loss, emotion_groups, matching_pairs,
-                          mix_predictions)
-from model.synthetic import random_batch
+from model.fusion import FusionInput, alignment_loss, emotion_groups, matching_pairs, mix_predictions
+from model.registry import FUSIONS
 
 torch.set_num_threads(1)
 
-STRATEGIES = ["vavl", "late", "gated", "xattn", "foalnet"]
+STRATEGIES = list(FUSIONS)
 TASKS = ["categorical", "dimensional"]
 AUX_KEYS = {"vavl": set(), "late": set(), "gated": set(), "xattn": set(), "foalnet": {"align", "match"}}
 # tiny preset, categorical (K=6): parameters of the fusion module alone
@@ -181,7 +181,7 @@ def test_matching_pairs_targets_and_hard_negatives():
     assert pairs[4:8] == [(0, 3, 0.0), (1, 2, 0.0), (2, 1, 0.0), (3, 2, 0.0)]
     assert pairs[8:] == [(3, 0, 0.0), (2, 1, 0.0), (3, 2, 0.0), (0, 3, 0.0)]
     assert (target == (groups[a_idx] == groups[v_idx]).float()).all()
-    for a, v, t in pairs[4:]:
+    for a, v, _t in pairs[4:]:
         assert groups[a] != groups[v]
         other = groups != groups[a]
         assert sim[a, v] == sim[a][other].max() or sim[a, v] == sim[:, v][groups != groups[v]].max()

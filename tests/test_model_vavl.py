@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+from random_batches import random_batch
 
 from model import Batch, build_model, model_config
 from model.conformer import ConformerStack
 from model.losses import ccc, ccc_loss, soft_cross_entropy
-from model.synthetic import random_batch
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study.protocol import (ProtocolConfig, condition_availability, epoch_dropout, eval_conditions,
-                            robustness, train_availability)
+from study.data.protocol import (
+    ProtocolConfig,
+    condition_availability,
+    epoch_dropout,
+    eval_conditions,
+    robustness,
+    train_availability,
+)
 
 IDS = [f"utt{i}" for i in range(4000)]
 ONES = np.ones(len(IDS), bool)

@@ -7,12 +7,13 @@ import dataclasses
 import optuna
 import pytest
 import torch
+from random_batches import random_batch
 
 from model.build import build_model
 from model.config import ModelConfig, model_config
-from model.synthetic import random_batch
+from model.registry import FUSIONS
 from search_spaces import SPACES, FixingTrial, combine
-from study.spec import FLAT_KEYS
+from study.runs.spec import FLAT_KEYS
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,7 +55,7 @@ def test_fusion_space_covers_every_strategy_with_its_own_params():
     seen = {}
     for params in _sample(SPACES["fusion"], 60, seed=1):
         seen.setdefault(params["fusion"], set()).update(params)
-    assert set(seen) == {"vavl", "late", "gated", "xattn", "foalnet"}
+    assert set(seen) == set(FUSIONS)
     assert "gated_hidden" in seen["gated"] and "gated_hidden" not in seen["vavl"]
     assert "xattn_layers" in seen["xattn"]
     assert {"foal_use_align", "foal_use_match", "foal_match_weight",

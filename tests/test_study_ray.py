@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from study.spec import spec_from_dict
-from study.stages import run_study
-from study.status import progress_table
+from study.runs.spec import spec_from_dict
+from study.runs.stages import sweep
+from study.runs.status import progress_table
 
 CONDITIONS = {"av", "audio_only", "video_only", "robustness"} | {f"miss_{i / 10:.1f}"
                                                                    for i in range(10)}
@@ -53,7 +53,7 @@ def _spec(**overrides) -> dict:
 
 def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     torch.set_num_threads(1)
-    out = run_study(spec_from_dict(_spec()), out=tmp_path / "study", verbose=0)
+    out = sweep(spec_from_dict(_spec()), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
     curves = pd.read_parquet(out / "curves.parquet")
     meta = json.loads((out / "study.json").read_text())
@@ -105,7 +105,7 @@ def test_failing_trials_are_recorded_not_fatal(ray_session, synth_cache, tmp_pat
     raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
                 budget={"trials_per_cell": 2, "max_epochs": 1})
     raw["fixed"] = {**raw["fixed"], "n_heads": 3}  # d_model=16 is not divisible by 3
-    out = run_study(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
     assert len(res) == 2 and (res.status == "failed").all()
     assert res.split.isna().all() and res.condition.isna().all()
@@ -117,7 +117,7 @@ def test_ray_train_worker_group_mode(ray_session, synth_cache, tmp_path):
     raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
                 budget={"trials_per_cell": 1, "max_epochs": 2},
                 resources={"workers": 1, "cpus_per_worker": 1, "mode": "train"})
-    out = run_study(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
     assert set(res.stage) == {"search", "rerun", "final"}
     assert (res.status == "completed").all() and set(res[res.stage == "final"].split) == {"test"}

@@ -26,8 +26,8 @@ SPEC = {
     "budget": {"trials_per_cell": 5, "max_epochs": 3},
     "resources": {"workers": 1, "cpus_per_worker": 1}, "seeds": [0], "top_k": 1,
 }
-SWEEP = ("import sys; from study.spec import load_spec; from study.stages import run_study; "
-         "run_study(load_spec(sys.argv[1]), out=sys.argv[2], resume=sys.argv[3] == '1', verbose=0)")
+SWEEP = ("import sys; from study.runs.spec import load_spec; from study.runs.stages import sweep; "
+         "sweep(load_spec(sys.argv[1]), out=sys.argv[2], resume=sys.argv[3] == '1', verbose=0)")
 
 
 def _sweep(spec: Path, out: Path, resume: bool, env: dict) -> subprocess.Popen:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.spec import SpecError, StudySpec, load_spec, max_concurrent, spec_from_dict
+from study.runs.spec import SpecError, StudySpec, load_spec, max_concurrent, spec_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.dataset import open_dataset
-from study.synth import CLASS_BALANCE, CLASSES, make_corpus
+from study.data.dataset import open_dataset
+from study.data.synth import CLASS_BALANCE, CLASSES, make_corpus
 
 
 @pytest.fixture(scope="module")

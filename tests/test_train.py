@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from study.synth import make_corpus
-from study.train import Session, bucketed_batches, config_from_flat, fit
+from study.data.synth import make_corpus
+from study.training.config import config_from_flat
+from study.training.session import Session, bucketed_batches, fit
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from model.config import FUSIONS, ModelConfig, PRESETS
+from model.config import PRESETS
+from model.registry import FUSIONS
+from study.training.config import FLAT_KEYS, objective_key, primary_metric
 
 SEARCHERS = ("optuna-tpe", "random", "grid")
 SCHEDULERS = ("asha", "none")
@@ -24,19 +27,6 @@ CONDITIONS = ("av", "audio_only", "video_only", "worst_single", "robustness") + 
     f"miss_{r / 10:.1f}" for r in range(10))
 METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
            "ccc_dominance")
-
-
-def _flat_keys() -> frozenset[str]:
-    """Every key a flat trial config may set: ModelConfig, ProtocolConfig, TrainConfig fields."""
-    from study.protocol import ProtocolConfig
-    from study.train import TrainConfig
-
-    names = {f.name for cls in (ModelConfig, ProtocolConfig, TrainConfig)
-             for f in dataclasses.fields(cls)}
-    return frozenset(names - {"model", "protocol", "preset"})
-
-
-FLAT_KEYS = _flat_keys()
 
 
 class SpecError(ValueError):
@@ -117,7 +107,7 @@ class Objective:
     @property
     def key(self) -> str:
         """The name this objective is reported under to Tune / Optuna."""
-        return f"{self.condition}_{self.metric}"
+        return objective_key(self.condition, self.metric)
 
 
 @dataclass(frozen=True)
@@ -140,7 +130,7 @@ class StudySpec:
 
     @property
     def primary_metric(self) -> str:
-        return "ccc_mean" if self.task.kind == "dimensional" else "macro_f1"
+        return primary_metric(self.task.kind)
 
     def to_dict(self) -> dict:
         """The spec as a plain dict in the YAML layout (round-trips through spec_from_dict)."""
@@ -420,3 +410,31 @@ def max_concurrent(spec: StudySpec, cluster: Mapping[str, float]) -> int:
         fits.append(math.floor(float(cluster.get("GPU", 0)) / (r.workers * r.gpus_per_worker)
                                + 1e-9))
     return max(1, min(fits))
+
+
+# ---------------------------------------------------------------- locations
+
+
+def study_paths(spec: StudySpec, out: str | Path | None) -> tuple[Path, str]:
+    """(STUDY_DIR, Ray storage path). s3:// storage holds Ray's files; results stay local."""
+    remote = spec.storage is not None and "://" in spec.storage
+    if out is not None:
+        study_dir = Path(out)
+    elif spec.storage and not remote:
+        study_dir = Path(spec.storage)
+    else:
+        study_dir = Path("runs") / spec.name
+    study_dir = study_dir.resolve()
+    ray_storage = f"{spec.storage.rstrip('/')}/{spec.name}" if remote else str(study_dir / "ray")
+    return study_dir, ray_storage
+
+
+def data_location(spec: StudySpec) -> tuple[str, tuple | None]:
+    """(dataset dir, synth recipe or None). Synthetic corpora live in a per-node cache."""
+    ds = spec.dataset
+    if not ds.is_synth:
+        return str(Path(ds.path).expanduser().resolve()), None
+    cache = Path(os.environ.get("AVSTUDY_CACHE", Path.home() / ".cache" / "avstudy"))
+    name = f"{ds.synth_preset}-{ds.synth_scale}-seed{ds.synth_seed}"
+    return str((cache / "synth" / name).resolve()), (ds.synth_preset, ds.synth_scale,
+                                                      ds.synth_seed)

@@ -13,15 +13,15 @@ def demo_spec_path() -> Path:
 def run_demo(out: Path, spec_path: Path | None = None, resume: bool | None = None) -> int:
     """Run (or, if `out` holds an unfinished demo, resume) the demo study and write its report."""
     from reports.build import write_report
-    from study.spec import load_spec
-    from study.stages import run_study
-    from study.status import progress_table
+    from study.runs.spec import load_spec
+    from study.runs.stages import sweep
+    from study.runs.status import progress_table
 
     start = time.perf_counter()
     spec = load_spec(spec_path or demo_spec_path())
     if resume is None:
         resume = (Path(out) / "study.json").exists()
-    study_dir = run_study(spec, out=out, resume=resume)
+    study_dir = sweep(spec, out=out, resume=resume)
     report = write_report(study_dir)
     print(progress_table(study_dir))
     minutes = (time.perf_counter() - start) / 60

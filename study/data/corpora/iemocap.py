@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.corpora.common import CorpusError, check_speaker_independent
+from study.data.corpora.common import CorpusError, check_speaker_independent
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}

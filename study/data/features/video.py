@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.features.audio import MediaError
+from study.data.features.audio import MediaError
 
 
 def read_frames(path: str | Path, start: float | None = None, end: float | None = None,

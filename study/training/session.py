@@ -6,12 +6,10 @@ best dev checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,198 +18,17 @@ import torch.nn.functional as F
 
 from model.batch import Batch
 from model.build import build_model
-from model.config import ModelConfig, model_config
-from study.dataset import Dataset, open_dataset
-from study.metrics import categorical_metrics, dimensional_metrics
-from study.protocol import (NAMED_CONDITIONS, ProtocolConfig, condition_availability,
-                            epoch_dropout, eval_conditions, robustness, train_availability)
-
-SCHEDULES = ("fused", "three_pass")
-LABEL_KINDS = ("hard", "soft")
-SELECT_CONDITIONS = ("av", "robustness", "worst_single")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: ModelConfig
-    protocol: ProtocolConfig = ProtocolConfig()
-    preset: str = "paper"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    max_epochs: int = 30
-    patience: int = 5
-    schedule: str = "fused"          # or "three_pass" (the paper's visual, audio, AV-head steps)
-    label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
-    select_condition: str = "av"     # dev condition used for model selection
-    grad_clip: float = 1.0
-    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = [("schedule", SCHEDULES), ("label_kind", LABEL_KINDS),
-                  ("select_condition", SELECT_CONDITIONS), ("precision", PRECISIONS)]
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("lr > 0, batch_size >= 1, max_epochs >= 1 and patience >= 1 needed")
-
-    @property
-    def task(self) -> str:
-        return self.model.task
-
-    @property
-    def primary_metric(self) -> str:
-        return "macro_f1" if self.task == "categorical" else "ccc_mean"
-
-    def to_flat(self) -> dict:
-        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "protocol")}
-        flat.update(self.model.to_dict())
-        flat.update(self.protocol.to_dict())
-        flat.pop("seed", None)
-        flat["seed"] = self.seed
-        return flat
-
-
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "protocol"}
-_PROTOCOL_KEYS = {f.name for f in dataclasses.fields(ProtocolConfig)} - {"seed"}
-_MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
-
-
-def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path | None = None,
-                     task: str | None = None) -> TrainConfig:
-    """Build a TrainConfig from one flat dict of ModelConfig/ProtocolConfig/TrainConfig fields.
-
-    Feature dims, class count and task defaults come from the dataset when `data_dir` is given.
-    Unknown keys are an error that names them.
-    """
-    flat = dict(flat)
-    preset = flat.pop("preset", None) or preset or "paper"
-    unknown = sorted(set(flat) - _TRAIN_KEYS - _PROTOCOL_KEYS - _MODEL_KEYS - {"seed"})
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
-    model_kw = {k: v for k, v in flat.items() if k in _MODEL_KEYS}
-    if task:
-        model_kw["task"] = task
-    if data_dir is not None:
-        model_kw.update(_dataset_dims(Path(data_dir), model_kw.get("task", "categorical")))
-    seed = int(flat.get("seed", 0))
-    protocol = ProtocolConfig(seed=seed, **{k: _tuple(v) for k, v in flat.items()
-                                           if k in _PROTOCOL_KEYS})
-    train_kw = {k: v for k, v in flat.items() if k in _TRAIN_KEYS}
-    return TrainConfig(model=model_config(preset, **model_kw), protocol=protocol, preset=preset,
-                       **train_kw)
-
-
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
-def _dataset_dims(root: Path, task: str) -> dict:
-    meta = json.loads((root / "dataset.json").read_text())
-    n_out = len(meta.get("classes") or []) if task == "categorical" else 3
-    return {"audio_dim": meta["audio"]["dim"], "video_dim": meta["video"]["dim"],
-            "n_outputs": n_out, "task": task}
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass
-class SplitData:
-    """One split: utterance ids, targets and lengths, and a view on the shared feature files."""
-    ds: Dataset
-    frame: pd.DataFrame
-    target: np.ndarray          # (N, K) float32
-    label: np.ndarray           # (N,) int64, -1 when dimensional
-    has_audio: np.ndarray       # (N,) bool, after the training protocol for the train split
-    has_video: np.ndarray
-    length: np.ndarray = field(init=False)  # (N,) seconds, for length bucketing
-
-    def __post_init__(self):
-        a_hz = self.ds.meta["audio"].get("rate_hz") or 50.0
-        v_hz = self.ds.meta["video"].get("rate_hz") or 30.0
-        utt = self.frame["utt_id"]
-        la = [len(self.ds.audio(u)) / a_hz if h else 0.0 for u, h in zip(utt, self.has_audio)]
-        lv = [len(self.ds.video(u)) / v_hz if h else 0.0 for u, h in zip(utt, self.has_video)]
-        self.length = np.maximum(la, lv)
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def batch(self, idx: np.ndarray, has_a: np.ndarray, has_v: np.ndarray) -> Batch:
-        utts = self.frame["utt_id"].to_numpy()[idx]
-        audio = [torch.from_numpy(np.asarray(self.ds.audio(u), np.float32)) if h else None
-                 for u, h in zip(utts, has_a[idx])]
-        video = [torch.from_numpy(np.asarray(self.ds.video(u), np.float32)) if h else None
-                 for u, h in zip(utts, has_v[idx])]
-        return Batch.from_arrays(audio, video, has_a[idx], has_v[idx],
-                                 torch.from_numpy(self.target[idx]),
-                                 torch.from_numpy(self.label[idx]),
-                                 audio_dim=self.ds.meta["audio"]["dim"],
-                                 video_dim=self.ds.meta["video"]["dim"])
-
-
-def load_splits(ds: Dataset, cfg: TrainConfig) -> dict[str, SplitData]:
-    stats = _dim_stats(ds)
-    out = {}
-    for name in ("train", "dev", "test"):
-        frame = ds.split(name)
-        if frame.empty:
-            raise ValueError(f"{ds.root}/manifest.parquet: split {name!r} has no utterances")
-        target, label = _targets(ds, frame, cfg, stats)
-        has_a, has_v = frame["has_audio"].to_numpy(bool), frame["has_video"].to_numpy(bool)
-        if name == "train":
-            has_a, has_v = train_availability(frame["utt_id"], has_a, has_v, cfg.protocol)
-        out[name] = SplitData(ds, frame, target, label, has_a, has_v)
-    return out
-
-
-def _dim_stats(ds: Dataset) -> dict[str, tuple[float, float]]:
-    """Mean/std of each dimension on train, for z-scoring (CCC is unchanged by it)."""
-    train = ds.split("train")
-    return {d: (float(train[d].mean()), float(train[d].std()) or 1.0) for d in ds.dimensions}
-
-
-def _targets(ds: Dataset, frame: pd.DataFrame, cfg: TrainConfig, stats) -> tuple[np.ndarray, np.ndarray]:
-    n = len(frame)
-    if cfg.task == "dimensional":
-        if not ds.dimensions:
-            raise ValueError(f"{ds.root}: dimensional task but dataset.json lists no dimensions")
-        cols = [(frame[d].to_numpy(float) - stats[d][0]) / stats[d][1] for d in ds.dimensions]
-        return np.stack(cols, 1).astype(np.float32), np.full(n, -1, np.int64)
-    classes = ds.classes
-    if frame["label"].isna().any():
-        bad = frame.loc[frame["label"].isna(), "utt_id"].iloc[0]
-        raise ValueError(f"{ds.root}/manifest.parquet: utterance {bad!r} has no label")
-    label = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    soft_cols = ds.soft_columns()
-    if cfg.label_kind == "soft" and soft_cols:
-        soft = frame[soft_cols].to_numpy(np.float32)
-        return soft / soft.sum(1, keepdims=True), label
-    if cfg.label_kind == "soft":
-        raise ValueError(f"{ds.root}: label_kind='soft' but the manifest has no soft_<class> columns")
-    return np.eye(len(classes), dtype=np.float32)[label], label
-
-
-def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle, sort by length within chunks of 50 batches, cut, then shuffle the batches."""
-    order = rng.permutation(len(length))
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(length[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def sequential_batches(length: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    order = np.argsort(length, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
+from study.data.dataset import Dataset, open_dataset
+from study.data.protocol import (
+    NAMED_CONDITIONS,
+    condition_availability,
+    epoch_dropout,
+    eval_conditions,
+    robustness,
+)
+from study.training.config import TrainConfig, objective_value
+from study.training.loader import bucketed_batches, load_splits, sequential_batches
+from study.training.metrics import categorical_metrics, dimensional_metrics
 
 # ----------------------------------------------------------------------------- session
 
@@ -345,11 +162,7 @@ class Session:
         return {"loss": 1.0 - metrics["ccc_mean"], **metrics}
 
     def selection_score(self, rows: list[dict]) -> float:
-        by = {r["condition"]: r for r in rows}
-        key = self.cfg.primary_metric
-        if self.cfg.select_condition == "worst_single":
-            return min(by["audio_only"][key], by["video_only"][key])
-        return float(by[self.cfg.select_condition][key])
+        return objective_value(rows, self.cfg.select_condition, self.cfg.primary_metric, "max")
 
     # -- early stopping and checkpoints
 
@@ -507,9 +320,3 @@ def summary_table(record: dict, cfg: TrainConfig) -> str:
     for r in record["test"]:
         lines.append(f"{r['condition']:<12} {r[key]:>9.3f} " + " ".join(f"{r[k]:>13.3f}" for k in extra))
     return "\n".join(lines)
-
-
-def copy_config(cfg: TrainConfig, **changes) -> TrainConfig:
-    """A copy of cfg with flat field changes (model, protocol or training fields)."""
-    flat = {**cfg.to_flat(), **changes}
-    return config_from_flat(flat, preset=cfg.preset)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.corpora import cremad, iemocap, mspimprov
-from study.corpora.common import CorpusError
+from study.data.corpora import cremad, iemocap, mspimprov
+from study.data.corpora.common import CorpusError
 
 CORPORA = ("crema-d", "msp-improv", "iemocap")
 

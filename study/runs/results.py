@@ -11,15 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from study.spec import StudySpec
+from study.provenance import git_sha, versions
+from study.runs.spec import StudySpec, data_location
+from study.training.config import unwrap_job
 
 STAGES = ("search", "rerun", "final")
 ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
@@ -48,7 +48,7 @@ def cell_slug(fusion: str, rate: float) -> str:
 
 
 def record_from_tune(trial: Any, result: Any) -> TrialRecord:
-    """A TrialRecord from a Tune Trial and its Result (study.ray_exec.trials_of)."""
+    """A TrialRecord from a Tune Trial and its Result (study.runs.ray_exec.trials_of)."""
     error = None
     if result.error is not None or trial.status == "ERROR":
         error = _short_error(result.error)
@@ -70,12 +70,6 @@ def trial_status(rec: TrialRecord) -> str:
     return "completed" if rec.last.get("finished") else "early_stopped"
 
 
-def _flat_and_meta(config: dict) -> tuple[dict, dict]:
-    if "job" in config:
-        return dict(config["job"]["flat"]), dict(config["job"].get("meta", {}))
-    return dict(config), {}
-
-
 def _param_value(v: Any) -> Any:
     if isinstance(v, bool) or isinstance(v, str):
         return str(v)
@@ -95,7 +89,7 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
                parent_trial_id: str | None, searched: Iterable[str],
                rows_key: str = "best_rows", split: str = "dev") -> list[dict]:
     """Tidy rows of one trial: one per evaluation condition, or one `failed` row."""
-    flat, _ = _flat_and_meta(rec.config)
+    flat, _ = unwrap_job(rec.config)
     r = spec.resources
     started, finished = _timestamps(rec.last)
     base = {
@@ -195,36 +189,8 @@ def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, curves
 
 
-STUDY_PACKAGES = ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow")
-
-
-def versions(packages: tuple[str, ...] = STUDY_PACKAGES) -> dict[str, str]:
-    """Python and the installed version of each package (absent ones are left out)."""
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in packages:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _dataset_labels(spec: StudySpec) -> dict:
     """Classes (in the order of the confusion matrices) and dimensions of the study's dataset."""
-    from study.stages import data_location
-
     meta_path = Path(data_location(spec)[0]) / "dataset.json"
     if not meta_path.exists():
         return {}

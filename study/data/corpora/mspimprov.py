@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.corpora.common import (AUDIO_EXTS, VIDEO_EXTS, CorpusError, attach_media, check_unique,
+from study.data.corpora.common import (AUDIO_EXTS, VIDEO_EXTS, CorpusError, attach_media, check_unique,
                                   check_speaker_independent, index_media, normalise_split,
                                   numeric_column, read_csv, speaker_split)
 

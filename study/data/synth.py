@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from study.dataset import FeatureWriter, finish_dataset
+from study.data.dataset import FeatureWriter, finish_dataset
 
 CLASSES = ("angry", "sad", "disgust", "fear", "neutral", "happy")   # CREMA-D consensus file order
 # Share of each class among CREMA-D consensus labels (argmax of label_consensus_1.csv).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from study.corpora import CORPORA
+from study.data.corpora import CORPORA
 
 
 def add_subparser(sub) -> None:
@@ -47,7 +47,7 @@ def add_subparser(sub) -> None:
 
 
 def config_from_args(args) -> "ExtractConfig":
-    from study.features.extract import ExtractConfig
+    from study.data.features.extract import ExtractConfig
     return ExtractConfig(
         corpus=args.corpus, root=args.root, out=args.out, audio=args.audio, video=args.video,
         audio_model=args.audio_model, audio_layer=args.audio_layer, video_weights=args.video_weights,
@@ -63,8 +63,8 @@ def config_from_args(args) -> "ExtractConfig":
 def run(args) -> int:
     import pandas as pd
 
-    from study.dataset import describe, open_dataset
-    from study.features.extract import extract
+    from study.data.dataset import describe, open_dataset
+    from study.data.features.extract import extract
     try:
         out = extract(config_from_args(args))
     except ImportError as err:                     # a media extra that is not installed

@@ -2,7 +2,7 @@
 
     OUT/shards/shard-00003.npz    float16 features of one shard's utterances ("a:<utt>", "v:<utt>")
     OUT/shards/shard-00003.json   its done list: per utterance, which modalities worked + problems
-    OUT/audio.arrow, video.arrow, manifest.parquet, dataset.json   (study.dataset format)
+    OUT/audio.arrow, video.arrow, manifest.parquet, dataset.json   (study.data.dataset format)
     OUT/extraction_report.csv     utt_id, modality, problem, path: every utterance/modality lost
 
 A shard's json is written last (atomic rename), so an interrupted run resumes by skipping every
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.corpora import corpus_targets, scan_corpus
-from study.features.audio import MediaError, load_audio
-from study.features.video import FaceConfig, FaceCropper, read_frames
-from study.results import versions
+from study.data.corpora import corpus_targets, scan_corpus
+from study.data.features.audio import MediaError, load_audio
+from study.data.features.video import FaceConfig, FaceCropper, read_frames
+from study.provenance import versions
 
 REPORT_COLUMNS = ["utt_id", "modality", "problem", "path"]
 _MEDIA_PACKAGES = ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile")
@@ -87,7 +87,7 @@ def _default_device() -> str:
 
 
 def _audio_extractor(cfg: ExtractConfig, device: str):
-    from study.features.audio import LogMelExtractor, Wav2Vec2Extractor
+    from study.data.features.audio import LogMelExtractor, Wav2Vec2Extractor
     if cfg.audio == "wav2vec2":
         return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device)
     if cfg.audio == "logmel":
@@ -98,7 +98,7 @@ def _audio_extractor(cfg: ExtractConfig, device: str):
 
 
 def _video_extractor(cfg: ExtractConfig, device: str):
-    from study.features.video import EfficientNetExtractor, PixelExtractor
+    from study.data.features.video import EfficientNetExtractor, PixelExtractor
     if cfg.video == "efficientnet":
         return EfficientNetExtractor(cfg.video_weights, device)
     if cfg.video == "pixels":
@@ -246,7 +246,7 @@ def _run_ray(cfg: ExtractConfig, plan, shard_dir: Path, bar) -> None:
     import ray
     if not ray.is_initialized():
         # a local instance's workers import study/ from this checkout even when not installed
-        repo = str(Path(__file__).resolve().parents[2])
+        repo = str(Path(__file__).resolve().parents[3])
         path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
         env = None if cfg.ray_address else {"env_vars": {"PYTHONPATH": path}}
         ray.init(address=cfg.ray_address, log_to_driver=False, runtime_env=env)
@@ -265,7 +265,7 @@ def _run_ray(cfg: ExtractConfig, plan, shard_dir: Path, bar) -> None:
 
 def merge(cfg: ExtractConfig, manifest: pd.DataFrame, shard_dir: Path) -> Path:
     """Shards -> audio.arrow/video.arrow + manifest + dataset.json + extraction_report.csv."""
-    from study.dataset import FeatureWriter, finish_dataset
+    from study.data.dataset import FeatureWriter, finish_dataset
     out = Path(cfg.out)
     records = load_done(shard_dir, cfg)
     dims = _dims(records)
@@ -303,7 +303,7 @@ def _dims(records: dict) -> dict[str, int]:
 
 def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
           n_problems: int) -> dict:
-    from study.features.audio import SAMPLE_RATE
+    from study.data.features.audio import SAMPLE_RATE
     classes, dimensions = corpus_targets(cfg.corpus, manifest)
     fps = [s["fps"] for rec in records.values() for s in rec["utterances"].values() if s["fps"]]
     names = next(iter(records.values()))["extractors"] if records else {}

@@ -19,40 +19,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from study import results as R
-from study.spec import SpecError, StudySpec, load_spec, max_concurrent
+from study.runs import results as R
+from study.runs.spec import (SpecError, StudySpec, data_location, load_spec, max_concurrent,
+                             study_paths)
+from study.training.config import SELECT_CONDITIONS, objective_value, unwrap_job
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-SELECT_CONDITIONS = ("av", "robustness", "worst_single")
-
-
-# ----------------------------------------------------------------------------- locations
-
-
-def study_paths(spec: StudySpec, out: str | Path | None) -> tuple[Path, str]:
-    """(STUDY_DIR, Ray storage path). s3:// storage holds Ray's files; results stay local."""
-    remote = spec.storage is not None and "://" in spec.storage
-    if out is not None:
-        study_dir = Path(out)
-    elif spec.storage and not remote:
-        study_dir = Path(spec.storage)
-    else:
-        study_dir = Path("runs") / spec.name
-    study_dir = study_dir.resolve()
-    ray_storage = f"{spec.storage.rstrip('/')}/{spec.name}" if remote else str(study_dir / "ray")
-    return study_dir, ray_storage
-
-
-def data_location(spec: StudySpec) -> tuple[str, tuple | None]:
-    """(dataset dir, synth recipe or None). Synthetic corpora live in a per-node cache."""
-    ds = spec.dataset
-    if not ds.is_synth:
-        return str(Path(ds.path).expanduser().resolve()), None
-    cache = Path(os.environ.get("AVSTUDY_CACHE", Path.home() / ".cache" / "avstudy"))
-    name = f"{ds.synth_preset}-{ds.synth_scale}-seed{ds.synth_seed}"
-    return str((cache / "synth" / name).resolve()), (ds.synth_preset, ds.synth_scale,
-                                                      ds.synth_seed)
 
 
 def _marker(study_dir: Path, stage: str) -> Path:
@@ -92,7 +65,7 @@ def base_flat(spec: StudySpec, cell: dict, max_epochs: int, seed: int) -> dict:
 
 
 def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: bool):
-    from study.ray_exec import TrialContext
+    from study.runs.ray_exec import TrialContext
 
     data_dir, synth = data_location(spec)
     r = spec.resources
@@ -154,14 +127,14 @@ def _scheduler(spec: StudySpec):
 # ----------------------------------------------------------------------------- stages
 
 
-class Study:
+class Sweep:
     """One study run: the spec, where it lives, and what the cluster can hold at once."""
 
     def __init__(self, spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
                  verbose: int = 1):
         import ray
 
-        from study.spec import check_resources
+        from study.runs.spec import check_resources
 
         self.spec, self.dir, self.ray_storage = spec, study_dir, ray_storage
         self.resume, self.verbose = resume, verbose
@@ -174,7 +147,7 @@ class Study:
     def _fit(self, name: str, ctx, tune_config, param_space=None, label=None):
         from ray import tune
 
-        from study.ray_exec import ProgressCallback, fit_tuner, make_trainable, trials_of
+        from study.runs.ray_exec import ProgressCallback, fit_tuner, make_trainable, trials_of
 
         o = self.spec.objectives[0]
         progress = self.dir / "progress" / f"{name}.json"
@@ -210,7 +183,7 @@ class Study:
                                             "search_alg": search,
                                             "scheduler": _scheduler(spec)}, label=label)
             close_orphans(self.dir, f"{spec.name}/search/{slug}")
-        searched = lambda rec: sorted(set(_flat(rec.config)) - set(fixed))  # noqa: E731
+        searched = lambda rec: sorted(set(unwrap_job(rec.config)[0]) - set(fixed))  # noqa: E731
         rows, curves = [], []
         for rec in records:
             tid = f"{name}-{rec.tune_id}"
@@ -251,26 +224,9 @@ class Study:
         R.write_results(self.dir)
 
 
-def _flat(config: dict) -> dict:
-    return dict(config["job"]["flat"]) if "job" in config else dict(config)
-
-
 def _summary(records) -> dict:
     status = [R.trial_status(r) for r in records]
     return {s: status.count(s) for s in ("completed", "early_stopped", "failed")}
-
-
-def objective_of_trial(rows: pd.DataFrame, condition: str, metric: str, mode: str) -> float:
-    """An objective's value from one trial's dev rows (worst_single = worse of the two)."""
-    by = rows.set_index("condition")[metric] if metric in rows else pd.Series(dtype=float)
-    if condition == "worst_single":
-        pair = [by.get("audio_only"), by.get("video_only")]
-        pair = [float(v) for v in pair if v is not None and pd.notna(v)]
-        if len(pair) < 2:
-            return float("nan")
-        return min(pair) if mode == "max" else max(pair)
-    value = by.get(condition)
-    return float(value) if value is not None and pd.notna(value) else float("nan")
 
 
 def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Series]]:
@@ -281,7 +237,7 @@ def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Se
     for _, cell_rows in ok.groupby("cell", sort=False):
         scored = []
         for tid, rows in cell_rows.groupby("trial_id", sort=True):
-            value = objective_of_trial(rows, o.condition, o.metric, o.mode)
+            value = objective_value(rows.to_dict("records"), o.condition, o.metric, o.mode)
             if pd.notna(value):
                 scored.append((value if o.mode == "max" else -value, tid, rows.iloc[0]))
         scored.sort(key=lambda x: (-x[0], x[1]))
@@ -308,18 +264,18 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
 # ----------------------------------------------------------------------------- entry points
 
 
-def run_study(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
+def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
               verbose: int = 1) -> Path:
     """Run (or resume) every stage of a study; returns STUDY_DIR."""
-    from study.dataset import open_dataset
-    from study.ray_exec import ensure_data, init_ray
+    from study.data.dataset import open_dataset
+    from study.runs.ray_exec import ensure_data, init_ray
 
     study_dir, ray_storage = study_paths(spec, out)
     prepare_study_dir(spec, study_dir, resume)
     init_ray()
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
     open_dataset(data_dir)  # validate every file and frame once, before any trial starts
-    study = Study(spec, study_dir, ray_storage, resume=resume, verbose=verbose)
+    study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose)
     R.write_study_json(study_dir, spec, "running")
     try:
         for i, cell in enumerate(spec.cells.items()):
@@ -340,15 +296,15 @@ def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted study in STUDY_DIR")
     p.add_argument("--quiet", action="store_true", help="no Tune progress tables")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_cli)
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    study_dir = run_study(spec, out=args.out, resume=args.resume,
+    study_dir = sweep(spec, out=args.out, resume=args.resume,
                           verbose=0 if args.quiet else 1)
-    from study.status import progress_table
+    from study.runs.status import progress_table
 
     print(progress_table(study_dir))
     print(f"results: {study_dir / 'results.parquet'}")

@@ -9,7 +9,7 @@
   used when a trial needs one worker and no GPU.
 - `make_trainable`: the Tune trainable with resources that cannot deadlock: a driver holds no
   CPU or GPU (only a token of memory), so only workers compete for the cluster, and the number
-  of concurrent trials is computed from `ray.cluster_resources()` (study.spec.max_concurrent).
+  of concurrent trials is computed from `ray.cluster_resources()` (study.runs.spec.max_concurrent).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any, Callable
 import ray
 import torch
 from ray import tune
+
+from study.training.config import config_from_flat, objective_key, objective_value, unwrap_job
 
 CKPT_ROWS = "best_rows.json"  # beside session.pt in every checkpoint
 DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}  # {"CPU": 0} alone is rejected by Tune
@@ -61,19 +63,7 @@ class TrialContext:
         return cls(**d)
 
 
-def objective_key(condition: str, metric: str) -> str:
-    return f"{condition}_{metric}"
-
-
-# ----------------------------------------------------------------------------- config plumbing
-
-
-def split_config(config: dict) -> tuple[dict, dict]:
-    """(flat trial config, meta). Searchers pass the flat dict; grid stages pass {"job": {...}}."""
-    if "job" in config:
-        job = config["job"]
-        return dict(job["flat"]), dict(job.get("meta", {}))
-    return dict(config), {}
+# ----------------------------------------------------------------------------- data
 
 
 def ensure_data(ctx: TrialContext) -> str:
@@ -81,7 +71,7 @@ def ensure_data(ctx: TrialContext) -> str:
     root = Path(ctx.data_dir)
     if (root / "dataset.json").exists() or ctx.synth is None:
         return str(root)
-    from study.synth import make_corpus
+    from study.data.synth import make_corpus
 
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(str(root) + ".lock", "w") as lock:
@@ -95,18 +85,12 @@ def ensure_data(ctx: TrialContext) -> str:
 # ----------------------------------------------------------------------------- metrics
 
 
-def objective_values(rows: list[dict], objectives, primary: str) -> dict[str, float]:
-    """Objective values from dev rows; NaN (e.g. constant predictions) becomes the worst value
-    of its metric so Optuna always receives a number."""
-    by = {r["condition"]: r for r in rows}
+def objective_values(rows: list[dict], objectives) -> dict[str, float]:
+    """Objective values from dev rows for Tune/Optuna; NaN (e.g. constant predictions) becomes
+    the worst value of its metric so Optuna always receives a number."""
     out = {}
     for condition, metric, mode in objectives:
-        if condition == "worst_single":
-            pair = [by["audio_only"][metric], by["video_only"][metric]]
-            value = min(pair) if mode == "max" else max(pair)
-        else:
-            value = by[condition][metric]
-        value = float(value) if value is not None else float("nan")
+        value = objective_value(rows, condition, metric, mode)
         out[objective_key(condition, metric)] = value if math.isfinite(value) else (
             -1.0 if mode == "max" else 1e6)
     return out
@@ -123,14 +107,14 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
                 make_checkpoint: Callable, wrap_model: Callable | None = None,
                 rank: int = 0) -> None:
     """Train one configuration, reporting once per epoch; resumes from the latest checkpoint."""
-    from study.dataset import open_dataset
-    from study.train import Session, config_from_flat
+    from study.data.dataset import open_dataset
+    from study.training.session import Session
 
     torch.set_num_threads(ctx.threads)
-    flat, _ = split_config(config)  # meta (parent trial, searched names) is for results only
+    flat, _ = unwrap_job(config)  # meta (parent trial, searched names) is for results only
     data_dir = ensure_data(ctx)
     cfg = config_from_flat(flat, preset=ctx.model_preset, data_dir=data_dir)
-    # the study validated every frame once (stages.run_study); trials skip that scan
+    # the study validated every frame once (stages.sweep); trials skip that scan
     s = Session(cfg, data_dir, wrap_model=wrap_model,
                 dataset=open_dataset(data_dir, check_values=False))
     best_rows, own_time = _resume(s, get_checkpoint())
@@ -159,14 +143,13 @@ def _resume(s, checkpoint) -> tuple[list[dict], float]:
 
 
 def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContext) -> dict:
-    from study.train import curve_metrics
+    from study.training.session import curve_metrics
 
-    primary = s.cfg.primary_metric
     return {
         "epoch": info["epoch"], "train_loss": info["train_loss"], "samples": info["samples"],
         "score": score, "best_score": s.best_score, "best_epoch": s.best_epoch,
         **curve_metrics(rows, s.cfg),
-        **objective_values(best_rows, ctx.objectives, primary),
+        **objective_values(best_rows, ctx.objectives),
         "best_rows": _rows_json(best_rows), "finished": False,
         "config_json": json.dumps(s.cfg.to_flat(), sort_keys=True, default=list),
         "protocol_json": json.dumps(s.cfg.protocol.to_dict(), sort_keys=True),

@@ -1,0 +1,163 @@
+"""The trial configuration, torch-free: `TrainConfig`, the flat-dict form every layer passes
+around, the key sets, and the one definition of an objective's value.
+
+Imported by the spec (validation), the session (training), the Ray layer and the stages; it
+loads neither torch nor Ray, so `avstudy report`, `status`, `plan` and `--help` stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.config import ModelConfig, model_config
+from study.data.protocol import ProtocolConfig
+
+SCHEDULES = ("fused", "three_pass")
+LABEL_KINDS = ("hard", "soft")
+SELECT_CONDITIONS = ("av", "robustness", "worst_single")  # dev conditions a checkpoint is chosen on
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig
+    protocol: ProtocolConfig = ProtocolConfig()
+    preset: str = "paper"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    max_epochs: int = 30
+    patience: int = 5
+    schedule: str = "fused"          # or "three_pass" (the paper's visual, audio, AV-head steps)
+    label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
+    select_condition: str = "av"     # dev condition used for model selection
+    grad_clip: float = 1.0
+    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [("schedule", SCHEDULES), ("label_kind", LABEL_KINDS),
+                  ("select_condition", SELECT_CONDITIONS), ("precision", PRECISIONS)]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("lr > 0, batch_size >= 1, max_epochs >= 1 and patience >= 1 needed")
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
+    def primary_metric(self) -> str:
+        return primary_metric(self.task)
+
+    def to_flat(self) -> dict:
+        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "protocol")}
+        flat.update(self.model.to_dict())
+        flat.update(self.protocol.to_dict())
+        flat.pop("seed", None)
+        flat["seed"] = self.seed
+        return flat
+
+
+def primary_metric(task: str) -> str:
+    return "macro_f1" if task == "categorical" else "ccc_mean"
+
+
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"model", "protocol"}
+PROTOCOL_KEYS = frozenset(f.name for f in dataclasses.fields(ProtocolConfig)) - {"seed"}
+MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+FLAT_KEYS = (TRAIN_KEYS | PROTOCOL_KEYS | MODEL_KEYS | {"seed"}) - {"preset"}
+"""Every key a flat trial config may set (the spec's `fixed:` and the search spaces)."""
+
+
+def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path | None = None,
+                     task: str | None = None) -> TrainConfig:
+    """Build a TrainConfig from one flat dict of ModelConfig/ProtocolConfig/TrainConfig fields.
+
+    Feature dims, class count and task defaults come from the dataset when `data_dir` is given.
+    Unknown keys are an error that names them.
+    """
+    flat = dict(flat)
+    preset = flat.pop("preset", None) or preset or "paper"
+    unknown = sorted(set(flat) - FLAT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}")
+    model_kw = {k: v for k, v in flat.items() if k in MODEL_KEYS}
+    if task:
+        model_kw["task"] = task
+    if data_dir is not None:
+        model_kw.update(_dataset_dims(Path(data_dir), model_kw.get("task", "categorical")))
+    seed = int(flat.get("seed", 0))
+    protocol = ProtocolConfig(seed=seed, **{k: _tuple(v) for k, v in flat.items()
+                                           if k in PROTOCOL_KEYS})
+    train_kw = {k: v for k, v in flat.items() if k in TRAIN_KEYS}
+    return TrainConfig(model=model_config(preset, **model_kw), protocol=protocol, preset=preset,
+                       **train_kw)
+
+
+def copy_config(cfg: TrainConfig, **changes) -> TrainConfig:
+    """A copy of cfg with flat field changes (model, protocol or training fields)."""
+    return config_from_flat({**cfg.to_flat(), **changes}, preset=cfg.preset)
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _dataset_dims(root: Path, task: str) -> dict:
+    meta = json.loads((root / "dataset.json").read_text())
+    n_out = len(meta.get("classes") or []) if task == "categorical" else 3
+    return {"audio_dim": meta["audio"]["dim"], "video_dim": meta["video"]["dim"],
+            "n_outputs": n_out, "task": task}
+
+
+# ----------------------------------------------------------------------------- job envelope
+
+
+def unwrap_job(config: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(flat trial config, meta). Searchers pass the flat dict; grid stages pass
+    {"job": {"flat": ..., "meta": ...}} (meta: parent trial, searched names; results only)."""
+    if "job" in config:
+        job = config["job"]
+        return dict(job["flat"]), dict(job.get("meta", {}))
+    return dict(config), {}
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+def objective_key(condition: str, metric: str) -> str:
+    """The name an objective is reported under to Tune and Optuna."""
+    return f"{condition}_{metric}"
+
+
+def objective_value(rows: Iterable[Mapping[str, Any]], condition: str, metric: str,
+                    mode: str = "max") -> float:
+    """An objective's value from one evaluation's rows (one per condition); NaN when missing.
+
+    `worst_single` is the worse of `audio_only` and `video_only` (min when maximising).
+    """
+    by = {r["condition"]: r for r in rows}
+    if condition == "worst_single":
+        pair = [_finite(by.get("audio_only"), metric), _finite(by.get("video_only"), metric)]
+        if any(math.isnan(v) for v in pair):
+            return float("nan")
+        return min(pair) if mode == "max" else max(pair)
+    return _finite(by.get(condition), metric)
+
+
+def _finite(row: Mapping[str, Any] | None, metric: str) -> float:
+    value = None if row is None else row.get(metric)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value if math.isfinite(value) else float("nan")
