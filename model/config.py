@@ -2,7 +2,10 @@
 
 Defaults are the sizes of the official VAVL code (ilucasgoncalves/VAVL, net/avmodel.py):
 1x1 conv projection to 50 dims, conformer encoders of width 512 (3 layers per modality),
-2 shared conformer layers, heads 512 -> 512 -> 256 -> K.
+2 shared conformer layers, heads 512 -> 512 -> 256 -> K; dropout 0.1 in the conformers
+(conformer/model.py defaults) and 0.2 in the heads (train.py --out_dropout).
+Foal-Net switches (foal_*) default to the paper's intent; docs/fidelity.md lists each one next to
+the official code (ASolitaryMan/Foal-Net model.py) and the value that reproduces it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from dataclasses import dataclass
 from model.registry import FUSIONS
 
 TASKS = ("categorical", "dimensional")
+FOAL_CHOICES = {
+    "foal_temperature_form": ("paper", "official"),  # logits = cos * exp(s) | cos / t (t init log(1/tau))
+    "foal_positives": ("mean", "sum"),  # multi-positive targets averaged | summed (official)
+    "foal_negatives": ("argmax", "sample"),  # hardest negative | sampled ~ softmax(sim) (official)
+    "foal_match_heads": ("joint", "directional"),  # one BCE head | a2v + v2a 2-way heads (official)
+    "foal_xattn": ("pre_ln", "post_ln"),  # pre-LN block with feed-forward | post-LN, no FF (official)
+}
 
 
 @dataclass(frozen=True)
@@ -28,13 +38,15 @@ class ModelConfig:
     shared_layers: int = 2  # conformer blocks shared by both modalities
     kernel_size: int = 31  # depthwise conv kernel
     ff_mult: int = 4
-    dropout: float = 0.2
+    dropout: float = 0.1  # conformer dropout (official conformer/model.py: 0.1)
+    head_dropout: float = 0.2  # MLP heads (official train.py --out_dropout 0.2)
     # VAVL ablation switches
     use_shared: bool = True
     shared_residual: bool = True
-    recon_weight: float = 1.0  # 0 removes the reconstruction heads
+    recon_weight: float = 1.0  # x the official weight (2 categorical, 1 dimensional); 0 removes the heads
     unimodal_weight: float = 1.0  # weight of the audio/video head losses
     head_hidden: int = 256  # MLP head: d_in -> d_model -> head_hidden -> K
+    head_bottleneck_relu: bool = False  # ReLU between head_hidden and K (official MLP: none)
     # task
     task: str = "categorical"  # or "dimensional" (arousal, valence, dominance)
     n_outputs: int = 6
@@ -49,6 +61,13 @@ class ModelConfig:
     foal_temperature: float = 0.07
     foal_proj_dim: int = 256
     foal_layers: int = 2  # cross-attention layers per direction
+    foal_heads: int = 4  # attention heads of its cross-attention (official: 4)
+    foal_proj_dropout: float = 0.5  # dropout inside its projection blocks (official Projection: 0.5)
+    foal_temperature_form: str = "paper"
+    foal_positives: str = "sum"
+    foal_negatives: str = "sample"
+    foal_match_heads: str = "directional"
+    foal_xattn: str = "post_ln"
 
     def __post_init__(self) -> None:
         errors = _validate(self)
@@ -73,15 +92,21 @@ def _validate(cfg: ModelConfig) -> list[str]:
         errors.append(f"d_model={cfg.d_model} not divisible by n_heads={cfg.n_heads}")
     if cfg.kernel_size % 2 == 0:
         errors.append(f"kernel_size={cfg.kernel_size} must be odd")
-    if not 0.0 <= cfg.dropout < 1.0:
-        errors.append(f"dropout={cfg.dropout} not in [0, 1)")
+    for name in ("dropout", "head_dropout", "foal_proj_dropout"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            errors.append(f"{name}={getattr(cfg, name)} not in [0, 1)")
+    for name, allowed in FOAL_CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            errors.append(f"{name}={getattr(cfg, name)!r} not in {allowed}")
+    if cfg.d_model % cfg.foal_heads:
+        errors.append(f"d_model={cfg.d_model} not divisible by foal_heads={cfg.foal_heads}")
     if cfg.recon_weight < 0 or cfg.unimodal_weight < 0:
         errors.append("recon_weight and unimodal_weight must be >= 0")
     if cfg.foal_temperature <= 0:
         errors.append(f"foal_temperature={cfg.foal_temperature} must be > 0")
     positive = ("audio_dim", "video_dim", "proj_dim", "d_model", "n_heads", "enc_layers",
                 "ff_mult", "head_hidden", "gated_hidden", "xattn_layers", "foal_proj_dim",
-                "foal_layers")
+                "foal_layers", "foal_heads")
     errors += [f"{name} must be >= 1" for name in positive if getattr(cfg, name) < 1]
     if cfg.shared_layers < 0:
         errors.append("shared_layers must be >= 0")
@@ -91,8 +116,9 @@ def _validate(cfg: ModelConfig) -> list[str]:
 PRESETS: dict[str, dict] = {
     "paper": {},
     "tiny": dict(audio_dim=32, video_dim=24, proj_dim=16, d_model=32, n_heads=2, enc_layers=1,
-                 shared_layers=1, kernel_size=7, ff_mult=2, dropout=0.1, head_hidden=16,
-                 gated_hidden=16, xattn_layers=1, foal_proj_dim=16, foal_layers=1),
+                 shared_layers=1, kernel_size=7, ff_mult=2, dropout=0.1, head_dropout=0.1,
+                 head_hidden=16, gated_hidden=16, xattn_layers=1, foal_proj_dim=16, foal_layers=1,
+                 foal_heads=2),
 }
 
 

@@ -12,16 +12,22 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 class MLPHead(nn.Module):
-    """d_in -> hidden -> bottleneck -> d_out, ReLU + dropout between (VAVL's MLP: 512, 256)."""
+    """d_in -> hidden -> ReLU -> dropout -> bottleneck -> d_out (VAVL's MLP: 512, 256).
 
-    def __init__(self, d_in: int, hidden: int, bottleneck: int, d_out: int, dropout: float):
+    As in the official net/avmodel.py MLP, nothing sits between the bottleneck and the output
+    layer; bottleneck_relu=True inserts a ReLU there.
+    """
+
+    def __init__(self, d_in: int, hidden: int, bottleneck: int, d_out: int, dropout: float,
+                 bottleneck_relu: bool = False):
         super().__init__()
+        act = [nn.ReLU()] if bottleneck_relu else []
         self.net = nn.Sequential(
             nn.Linear(d_in, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, bottleneck),
-            nn.ReLU(),
+            *act,
             nn.Linear(bottleneck, d_out),
         )
 

@@ -8,6 +8,14 @@ paired samples additionally -> fusion strategy (model/fusion.py).
 Each modality is encoded only for the samples that have it (index_select), so no attention ever
 runs over an all-masked row. out.pred routes: paired -> fusion, audio-only -> audio head,
 video-only -> video head.
+
+Three forward modes, one per training pass kind (study/training/session.py schedules):
+- joint (default): every loss trains everything it touches (the `fused` schedule);
+- detach_fusion=True: the fusion strategy sees detached encoder outputs, so its loss trains only
+  the fusion module while the unimodal losses train the encoders (the `detached` schedule: the
+  official VAVL semantics in one pass);
+- fusion_only=True: encoders in eval mode under no_grad, only the fusion loss (third pass of
+  `three_pass`, as the official train.py 'weights' step).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from model.config import ModelConfig
 from model.conformer import ConformerStack, zero_padding
 from model.fusion import FusionInput, build_fusion
 from model.heads import MLPHead, masked_mean
-from model.losses import task_loss
+from model.losses import RECON_WEIGHT, recon_sum, share_weighted, task_loss
 
 MODALITIES = ("audio", "video")
 
@@ -86,6 +94,7 @@ class ModelOutput:
     fusion_pred: Tensor | None  # (P, K), None when P = 0
     aux: dict[str, Tensor] = field(default_factory=dict)  # unweighted fusion aux losses
     fusion_only: bool = False
+    detached: bool = False  # the fusion strategy saw detached encoder outputs
 
     def encoded(self, modality: str) -> Encoded | None:
         return self.audio if modality == "audio" else self.video
@@ -104,17 +113,20 @@ class AVModel(nn.Module):
         self.fusion = build_fusion(cfg)
 
     # ---- forward -------------------------------------------------------------------------
-    def forward(self, batch: Batch, fusion_only: bool = False) -> ModelOutput:
+    def forward(self, batch: Batch, fusion_only: bool = False, detach_fusion: bool = False) -> ModelOutput:
         """fusion_only: the paper's third pass -- everything but the fusion strategy runs in
-        eval mode under no_grad, so only the audio-visual path gets gradients."""
+        eval mode under no_grad, so only the audio-visual path gets gradients.
+        detach_fusion: one pass where the fusion strategy sees detached encoder outputs (its
+        gradient never reaches the encoders, the unimodal heads or the shared block)."""
         frozen = self._frozen() if fusion_only else contextlib.nullcontext()
         with frozen:
             enc = {m: self._encode(m, batch) for m in MODALITIES}
-        pair_idx, fused = self._fuse(batch, enc)
+        pair_idx, fused = self._fuse(batch, enc, detach=detach_fusion)
         pred = self._route(batch, enc, pair_idx, fused.pred if fused else None)
         return ModelOutput(pred=pred, audio=enc["audio"], video=enc["video"], pair_idx=pair_idx,
                            fusion_pred=fused.pred if fused else None,
-                           aux=dict(fused.aux) if fused else {}, fusion_only=fusion_only)
+                           aux=dict(fused.aux) if fused else {}, fusion_only=fusion_only,
+                           detached=detach_fusion)
 
     def _encode(self, modality: str, batch: Batch) -> Encoded | None:
         has = batch.has_audio if modality == "audio" else batch.has_video
@@ -132,7 +144,7 @@ class AVModel(nn.Module):
             out.recon_target = masked_mean(x, mask).float()
         return out
 
-    def _fuse(self, batch: Batch, enc: dict[str, Encoded | None]):
+    def _fuse(self, batch: Batch, enc: dict[str, Encoded | None], detach: bool = False):
         pair = batch.has_audio & batch.has_video
         pair_idx = pair.nonzero().squeeze(1)  # (P,)
         if pair_idx.numel() == 0:
@@ -145,6 +157,8 @@ class AVModel(nn.Module):
             audio_pooled=enc["audio"].pooled[rows["audio"]], video_pooled=enc["video"].pooled[rows["video"]],
             audio_pred=enc["audio"].pred[rows["audio"]], video_pred=enc["video"].pred[rows["video"]],
             target=batch.target[pair_idx], label=batch.label[pair_idx])
+        if detach:
+            inp = FusionInput(**{k: v.detach() for k, v in vars(inp).items()})
         return pair_idx, self.fusion(inp)
 
     def _route(self, batch: Batch, enc: dict[str, Encoded | None], pair_idx: Tensor,
@@ -174,28 +188,36 @@ class AVModel(nn.Module):
     def loss(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
         """Loss components and "total" (what to backward).
 
-        Fused pass: task (out.pred, every sample) + unimodal_weight * (audio + video heads on the
-        samples that have the modality) + recon_weight * recon + weighted fusion aux losses.
-        fusion_only pass: task on the paired samples' fusion output + fusion aux losses.
-        "total" has no gradient when nothing in the batch trains (fusion_only without paired
-        samples): skip the backward then (check total.requires_grad).
+        Joint and detached passes: every sample of the B in the batch weighs 1/B in each term it
+        takes part in, whatever its pairing (model.losses.share_weighted, recon_sum):
+          task   the fusion output on the P paired samples (P/B x mean);
+          audio  the audio head on the samples with audio; video likewise;
+          recon  per-sample MSE of the reconstructed pooled input, summed over present modalities;
+          total = task + unimodal_weight * (audio + video) + recon_weight * RECON_WEIGHT[task] * recon
+                  + weighted fusion aux losses.
+        A pass over one modality's samples (three_pass) is therefore the official unimodal step:
+        CE + 2 MSE_rec (categorical), sum(1 - CCC) + MSE_rec (dimensional).
+        fusion_only pass: the mean task loss of the paired samples' fusion output + aux losses
+        (the official 'weights' step). "total" has no gradient when nothing in the batch trains
+        (fusion_only without paired samples): skip the backward then (check total.requires_grad).
         """
-        cfg = self.cfg
+        cfg, b = self.cfg, batch.size
         zero = batch.target.new_zeros(())
+        fusion_pred = out.fusion_pred
         if out.fusion_only:
-            fusion_pred = out.fusion_pred
             losses = {"task": zero if fusion_pred is None
                       else task_loss(fusion_pred.float(), batch.target[out.pair_idx], cfg.task)}
             total = losses["task"]
         else:
-            losses = {"task": task_loss(out.pred, batch.target, cfg.task)}
+            losses = {"task": zero if fusion_pred is None
+                      else share_weighted(fusion_pred.float(), batch.target[out.pair_idx], cfg.task, b)}
             for m in MODALITIES:
                 e = out.encoded(m)
-                losses[m] = zero if e is None else task_loss(e.pred.float(), batch.target[e.idx], cfg.task)
+                losses[m] = zero if e is None else share_weighted(e.pred.float(), batch.target[e.idx], cfg.task, b)
             total = losses["task"] + cfg.unimodal_weight * (losses["audio"] + losses["video"])
             if self.recon is not None:
-                losses["recon"] = _recon_loss(out)
-                total = total + cfg.recon_weight * losses["recon"]
+                losses["recon"] = _recon_loss(out, b)
+                total = total + cfg.recon_weight * RECON_WEIGHT[cfg.task] * losses["recon"]
         for name, value in out.aux.items():
             losses[name] = value
             total = total + self.fusion.aux_weights.get(name, 1.0) * value
@@ -217,7 +239,8 @@ class AVModel(nn.Module):
 
 
 def _unimodal_head(cfg: ModelConfig, d_out: int) -> MLPHead:
-    return MLPHead(cfg.d_model, cfg.d_model, cfg.head_hidden, d_out, cfg.dropout)
+    return MLPHead(cfg.d_model, cfg.d_model, cfg.head_hidden, d_out, cfg.head_dropout,
+                   cfg.head_bottleneck_relu)
 
 
 def _subset_frames(x: Tensor, mask: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -227,7 +250,9 @@ def _subset_frames(x: Tensor, mask: Tensor, idx: Tensor) -> tuple[Tensor, Tensor
     return x[:, :t], mask[:, :t]
 
 
-def _recon_loss(out: ModelOutput) -> Tensor:
-    """Sum over present modalities of MSE(reconstructed pooled input, pooled input)."""
-    terms = [F.mse_loss(e.recon.float(), e.recon_target) for e in (out.audio, out.video) if e is not None]
+def _recon_loss(out: ModelOutput, batch_size: int) -> Tensor:
+    """Sum over present modalities of the per-sample MSE(reconstructed pooled input, pooled input)
+    summed over the samples with the modality, / B."""
+    terms = [recon_sum(e.recon.float(), e.recon_target, batch_size) for e in (out.audio, out.video)
+             if e is not None]
     return torch.stack(terms).sum()

@@ -124,3 +124,18 @@ def test_ray_train_worker_group_mode(ray_session, synth_cache, tmp_path):
     assert (out / "ray" / "train-runs").is_dir()  # the TorchTrainer runs' own storage
     curves = pd.read_parquet(out / "curves.parquet")
     assert sorted(curves[curves.stage == "search"].epoch) == [1, 2]
+
+
+@pytest.mark.slow
+def test_two_worker_ray_train_trial_finishes(ray_session, synth_cache, tmp_path):
+    """2 Ray Train workers (gloo, 1 CPU each) train one model together and finish every stage
+    (before the equal-step sharding, ranks took unequal step counts and DDP hung)."""
+    raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
+                budget={"trials_per_cell": 1, "max_epochs": 2},
+                resources={"workers": 2, "cpus_per_worker": 1, "mode": "train"})
+    out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    res = pd.read_parquet(out / "results.parquet")
+    assert set(res.stage) == {"search", "rerun", "final"} and (res.status == "completed").all()
+    assert set(res.workers) == {2} and set(res.cpus) == {2.0}
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert sorted(curves[curves.stage == "search"].epoch) == [1, 2]

@@ -147,6 +147,7 @@ def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContex
 
     return {
         "epoch": info["epoch"], "train_loss": info["train_loss"], "samples": info["samples"],
+        "unpaired_share": info["unpaired_share"], "normalize": s.cfg.normalize,
         "score": score, "best_score": s.best_score, "best_epoch": s.best_epoch,
         **curve_metrics(rows, s.cfg),
         **objective_values(best_rows, ctx.objectives),

@@ -20,6 +20,7 @@ import pandas as pd
 from study.provenance import git_sha, versions
 from study.runs.spec import StudySpec, data_location
 from study.training.config import unwrap_job
+from study.training.sanity import degenerate
 
 STAGES = ("search", "rerun", "final")
 ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
@@ -109,10 +110,24 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
         "started_at": started, "finished_at": finished,
     }
     base.update({f"param__{k}": _param_value(flat[k]) for k in searched if k in flat})
+    base.update(normalize=bool(rec.last.get("normalize", flat.get("normalize", True))),
+                unpaired_share=_unpaired_share(rec))
     payload = rec.last.get(rows_key)
     if rec.error is not None or not payload:
-        return [{**base, "split": None, "condition": None, "test_missing_rate": None}]
-    return [{**base, "split": split, **_metric_row(m)} for m in json.loads(payload)]
+        return [{**base, "degenerate": None, "split": None, "condition": None,
+                 "test_missing_rate": None}]
+    metrics = json.loads(payload)
+    base["degenerate"] = degenerate(metrics)
+    return [{**base, "split": split, **_metric_row(m)} for m in metrics]
+
+
+def _unpaired_share(rec: TrialRecord) -> float | None:
+    """Realised share of training samples seen with one stream, mean over the trial's epochs."""
+    c = rec.curves
+    if c is not None and "unpaired_share" in c.columns:
+        c = c.drop_duplicates("epoch", keep="last") if "epoch" in c.columns else c
+        return float(c["unpaired_share"].mean())
+    return _float(rec.last.get("unpaired_share"))
 
 
 def _metric_row(m: dict) -> dict:
@@ -136,7 +151,7 @@ def curve_rows(rec: TrialRecord, *, study: str, stage: str, trial_id: str) -> pd
     if rec.curves is None:
         return pd.DataFrame()
     c = rec.curves
-    keep = ["epoch", "train_loss"] + [k for k in c.columns if k.startswith("dev_")]
+    keep = ["epoch", "train_loss", "unpaired_share"] + [k for k in c.columns if k.startswith("dev_")]
     out = c[[k for k in keep if k in c.columns]].copy()
     out.insert(0, "time_s", c["time_total_s"] if "time_total_s" in c else float("nan"))
     out = out.drop_duplicates("epoch", keep="last")  # a resumed trial may report an epoch twice

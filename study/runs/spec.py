@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,8 +19,10 @@ import yaml
 
 from model.config import PRESETS
 from model.registry import FUSIONS
-from study.training.config import FLAT_KEYS, objective_key, primary_metric
+from study.training.config import FLAT_KEYS, config_from_flat, objective_key, primary_metric
+from study.training.rules import check_flat, clip, short
 
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 SEARCHERS = ("optuna-tpe", "random", "grid")
 SCHEDULERS = ("asha", "none")
 MODES = ("auto", "inline", "train")
@@ -160,7 +163,7 @@ def _check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
         raise SpecError(f"{where}: expected a mapping, got {type(d).__name__}")
     unknown = sorted(set(d) - set(allowed))
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise SpecError(f"{where}: unknown key(s) {short(unknown, 200)}; allowed: {sorted(allowed)}")
     return dict(d)
 
 
@@ -172,7 +175,9 @@ def _typed(value: Any, kind: type | tuple, where: str) -> Any:
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
     if not isinstance(value, kinds):
-        raise SpecError(f"{where}: expected {_names(kinds)}, got {type(value).__name__} {value!r}")
+        raise SpecError(f"{where}: expected {_names(kinds)}, got {type(value).__name__} {short(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: expected a finite number, got {value!r}")
     return value
 
 
@@ -182,7 +187,7 @@ def _names(kinds: tuple) -> str:
 
 def _choice(value: Any, choices: tuple, where: str) -> Any:
     if value not in choices:
-        raise SpecError(f"{where}: {value!r} not one of {list(choices)}")
+        raise SpecError(f"{where}: {short(value)} not one of {list(choices)}")
     return value
 
 
@@ -193,7 +198,7 @@ def _positive(value: float, where: str, strict: bool = True) -> None:
 
 def _list(value: Any, kind: type, where: str) -> tuple:
     if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{where}: expected a non-empty list, got {value!r}")
+        raise SpecError(f"{where}: expected a non-empty list, got {short(value)}")
     return tuple(_typed(v, kind, f"{where}[{i}]") for i, v in enumerate(value))
 
 
@@ -235,7 +240,7 @@ def _spaces(raw: Mapping) -> tuple[str, ...]:
 
     names = raw.get("spaces") or []
     if not isinstance(names, list):
-        raise SpecError(f"spaces: expected a list of space names, got {names!r}")
+        raise SpecError(f"spaces: expected a list of space names, got {short(names)}")
     for i, n in enumerate(names):
         _choice(_typed(n, str, f"spaces[{i}]"), tuple(SPACES), f"spaces[{i}]")
     return tuple(names)
@@ -244,13 +249,15 @@ def _spaces(raw: Mapping) -> tuple[str, ...]:
 def _fixed(raw: Mapping) -> dict:
     d = raw.get("fixed") or {}
     if not isinstance(d, Mapping):
-        raise SpecError(f"fixed: expected a mapping of config keys, got {d!r}")
-    for k, v in d.items():
+        raise SpecError(f"fixed: expected a mapping of config keys, got {short(d)}")
+    for k in d:
         if k not in FLAT_KEYS:
-            raise SpecError(f"fixed.{k}: unknown config key (not a ModelConfig, protocol or "
-                            f"training field)")
-        if not isinstance(v, (int, float, str, bool)):
-            raise SpecError(f"fixed.{k}: expected a scalar, got {v!r}")
+            raise SpecError(f"fixed.{short(k)}: unknown config key (not a ModelConfig, protocol "
+                            "or training field)")
+    try:  # the same per-key rules as every trial config (study/training/rules.py)
+        check_flat(d, prefix="fixed.")
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     return dict(d)
 
 
@@ -320,6 +327,12 @@ def _consistency(spec: StudySpec) -> None:
                         f"budget.max_epochs={spec.budget.max_epochs}")
     if spec.top_k > spec.budget.trials_per_cell:  # top_k is chosen per cell
         raise SpecError(f"top_k: {spec.top_k} > trials_per_cell={spec.budget.trials_per_cell}")
+    for cell in spec.cells.items():  # cross-field rules (e.g. d_model divisible by n_heads)
+        try:
+            config_from_flat({**spec.fixed, **cell, "task": spec.task.kind}, preset=spec.model_preset)
+        except ValueError as exc:
+            raise SpecError(f"fixed: {clip(str(exc), 300)} (model_preset {spec.model_preset}, "
+                            f"cell {cell['fusion']}, r={cell['train_missing_rate']:g})") from None
 
 
 def spec_from_dict(raw: Any) -> StudySpec:
@@ -328,8 +341,9 @@ def spec_from_dict(raw: Any) -> StudySpec:
     if "name" not in raw or "dataset" not in raw:
         raise SpecError(f"spec: missing required key `{'name' if 'name' not in raw else 'dataset'}`")
     name = _typed(raw["name"], str, "name")
-    if not name or any(c in name for c in "/\\ "):
-        raise SpecError(f"name: {name!r} must be non-empty without spaces or slashes")
+    if not NAME_RE.fullmatch(name):
+        raise SpecError(f"name: {short(name)} must be 1-100 letters, digits, '_', '-' or '.', "
+                        "starting with a letter, digit or '_' (it names a directory)")
     int_types = {"trials_per_cell": int, "max_epochs": int, "rerun_max_epochs": (int, type(None))}
     budget = _section(raw, "budget", Budget, int_types)
     _positive(budget.trials_per_cell, "budget.trials_per_cell")
@@ -364,16 +378,41 @@ def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> S
     """Read and validate a YAML spec; with `cluster` ({"CPU", "GPU"}) also check it fits."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise SpecError(f"{path}: not valid YAML: {clip(str(exc), 500)}") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise SpecError(f"{path}: not a readable YAML text file ({type(exc).__name__})") from None
     try:
         spec = spec_from_dict(raw)
         if cluster is not None:
             check_resources(spec, cluster)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
     return spec
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key given twice in one mapping (YAML silently keeps the
+    last one, so a spec with two `budget:` blocks would run the wrong budget)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {short(key)}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def check_resources(spec: StudySpec, cluster: Mapping[str, float]) -> None:

@@ -20,7 +20,11 @@ from study.data.protocol import ProtocolConfig
 
 SCHEDULES = ("fused", "three_pass")
 LABEL_KINDS = ("hard", "soft")
-SELECT_CONDITIONS = ("av", "robustness", "worst_single")  # dev conditions a checkpoint is chosen on
+SELECT_CONDITIONS = ("av", "audio_only", "video_only", "robustness", "worst_single") + tuple(
+    f"miss_{r / 10:.1f}" for r in range(10))  # dev conditions of every epoch a checkpoint is chosen on
+SELECT_METRICS = ("", "loss", "macro_f1", "accuracy", "uar", "ccc_mean", "ccc_arousal", "ccc_valence",
+                  "ccc_dominance")  # "" = the task's primary metric
+SELECT_MODES = ("max", "min")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -37,13 +41,18 @@ class TrainConfig:
     schedule: str = "fused"          # or "three_pass" (the paper's visual, audio, AV-head steps)
     label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
     select_condition: str = "av"     # dev condition used for model selection
+    select_metric: str = ""          # its metric ("" = the task's primary metric), e.g. "loss"
+    select_mode: str = "max"         # "min" for a loss
+    normalize: bool = True           # z-score features with training-split statistics
     grad_clip: float = 1.0
     precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
     seed: int = 0
 
     def __post_init__(self):
         checks = [("schedule", SCHEDULES), ("label_kind", LABEL_KINDS),
-                  ("select_condition", SELECT_CONDITIONS), ("precision", PRECISIONS)]
+                  ("select_condition", SELECT_CONDITIONS), ("select_metric", SELECT_METRICS),
+                  ("select_mode", SELECT_MODES),
+                  ("precision", PRECISIONS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
@@ -57,6 +66,11 @@ class TrainConfig:
     @property
     def primary_metric(self) -> str:
         return primary_metric(self.task)
+
+    @property
+    def selection(self) -> tuple[str, str, str]:
+        """(condition, metric, mode) the best dev epoch is chosen on (checkpoint selection)."""
+        return self.select_condition, self.select_metric or self.primary_metric, self.select_mode
 
     def to_flat(self) -> dict:
         flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "protocol")}
@@ -90,6 +104,9 @@ def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path
     unknown = sorted(set(flat) - FLAT_KEYS)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}")
+    from study.training.rules import check_flat  # the one table of per-key rules
+
+    check_flat(flat)
     model_kw = {k: v for k, v in flat.items() if k in MODEL_KEYS}
     if task:
         model_kw["task"] = task

@@ -11,6 +11,7 @@ import torch
 
 from model.batch import Batch
 from study.data.dataset import Dataset
+from study.data.normalize import FeatureStats, load_stats
 from study.data.protocol import train_availability
 from study.training.config import TrainConfig
 
@@ -24,6 +25,7 @@ class SplitData:
     label: np.ndarray           # (N,) int64, -1 when dimensional
     has_audio: np.ndarray       # (N,) bool, after the training protocol for the train split
     has_video: np.ndarray
+    norm: FeatureStats | None = None  # training-split statistics: features are z-scored
     length: np.ndarray = field(init=False)  # (N,) seconds, for length bucketing
 
     def __post_init__(self):
@@ -39,9 +41,9 @@ class SplitData:
 
     def batch(self, idx: np.ndarray, has_a: np.ndarray, has_v: np.ndarray) -> Batch:
         utts = self.frame["utt_id"].to_numpy()[idx]
-        audio = [torch.from_numpy(np.asarray(self.ds.audio(u), np.float32)) if h else None
+        audio = [torch.from_numpy(self._features("audio", u)) if h else None
                  for u, h in zip(utts, has_a[idx])]
-        video = [torch.from_numpy(np.asarray(self.ds.video(u), np.float32)) if h else None
+        video = [torch.from_numpy(self._features("video", u)) if h else None
                  for u, h in zip(utts, has_v[idx])]
         return Batch.from_arrays(audio, video, has_a[idx], has_v[idx],
                                  torch.from_numpy(self.target[idx]),
@@ -49,9 +51,18 @@ class SplitData:
                                  audio_dim=self.ds.meta["audio"]["dim"],
                                  video_dim=self.ds.meta["video"]["dim"])
 
+    def _features(self, modality: str, utt: str) -> np.ndarray:
+        """(T, D) float32, z-scored with the training statistics when normalising."""
+        raw = self.ds.features[modality].get(utt)
+        if self.norm is None:
+            return np.asarray(raw, np.float32)
+        return self.norm[modality].apply(raw)
+
 
 def load_splits(ds: Dataset, cfg: TrainConfig) -> dict[str, SplitData]:
+    """train/dev/test; features z-scored with training statistics unless cfg.normalize is off."""
     stats = _dim_stats(ds)
+    norm = load_stats(ds, "train") if cfg.normalize else None
     out = {}
     for name in ("train", "dev", "test"):
         frame = ds.split(name)
@@ -61,7 +72,7 @@ def load_splits(ds: Dataset, cfg: TrainConfig) -> dict[str, SplitData]:
         has_a, has_v = frame["has_audio"].to_numpy(bool), frame["has_video"].to_numpy(bool)
         if name == "train":
             has_a, has_v = train_availability(frame["utt_id"], has_a, has_v, cfg.protocol)
-        out[name] = SplitData(ds, frame, target, label, has_a, has_v)
+        out[name] = SplitData(ds, frame, target, label, has_a, has_v, norm)
     return out
 
 
@@ -107,3 +118,16 @@ def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generat
 def sequential_batches(length: np.ndarray, batch_size: int) -> list[np.ndarray]:
     order = np.argsort(length, kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's part of every global batch: rank r takes samples r, r+W, ... of each.
+
+    Every rank gets the same number of steps (one per global batch), so DDP's gradient
+    all-reduce never waits on a rank that has run out of batches; a global batch smaller than
+    the world (only the last, partial one) is dropped so that no rank steps on nothing.
+    Within a length-sorted bucket the interleave gives every rank similar lengths.
+    """
+    if world_size <= 1:
+        return batches
+    return [b[rank::world_size] for b in batches if len(b) >= world_size]

@@ -27,8 +27,9 @@ from study.data.protocol import (
     robustness,
 )
 from study.training.config import TrainConfig, objective_value
-from study.training.loader import bucketed_batches, load_splits, sequential_batches
+from study.training.loader import bucketed_batches, load_splits, sequential_batches, shard_batches
 from study.training.metrics import categorical_metrics, dimensional_metrics
+from study.training.sanity import degenerate, nan_metrics, row_flag
 
 # ----------------------------------------------------------------------------- session
 
@@ -70,7 +71,7 @@ class Session:
                                      self.cfg.protocol, self.epoch)
         rng = np.random.default_rng([self.cfg.seed, 11, self.epoch])
         batches = bucketed_batches(split.length, self.cfg.batch_size, rng)
-        batches = batches[self.rank::self.world_size]
+        batches = shard_batches(batches, self.rank, self.world_size)  # same step count per rank
         total, seen = 0.0, 0
         for idx in batches:
             batch = split.batch(idx, has_a, has_v).to(self.device)
@@ -78,7 +79,8 @@ class Session:
             seen += len(idx)
         self.epoch += 1
         return {"epoch": self.epoch, "train_loss": total / max(seen, 1), "samples": seen,
-                "seconds": time.perf_counter() - start}
+                "seconds": time.perf_counter() - start,
+                "unpaired_share": float(np.mean(has_a != has_v))}  # one stream: protocol + dropout
 
     def _step(self, batch: Batch) -> float:
         if self.cfg.schedule == "three_pass":
@@ -154,22 +156,36 @@ class Session:
         return rows
 
     def _metrics(self, pred: np.ndarray, target: np.ndarray, label: np.ndarray) -> dict:
+        """Every metric of one condition's predictions, plus its sanity `flag` (training/sanity.py)."""
         pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
         if self.cfg.task == "categorical":
             loss = float(-(target_t * F.log_softmax(pred_t, -1)).sum(-1).mean())
-            return {"loss": loss, **categorical_metrics(label, pred.argmax(1), self.ds.classes)}
-        metrics = dimensional_metrics(pred, target, self.ds.dimensions)
-        return {"loss": 1.0 - metrics["ccc_mean"], **metrics}
+            metrics = {"loss": loss, **categorical_metrics(label, pred.argmax(1), self.ds.classes)}
+        else:
+            metrics = dimensional_metrics(pred, target, self.ds.dimensions)
+            metrics = {"loss": 1.0 - metrics["ccc_mean"], **metrics}
+        flag = row_flag(pred, self.cfg.task, metrics, label, len(self.ds.classes))
+        return {**(nan_metrics(metrics) if flag == "nan" else metrics), "flag": flag}
 
     def selection_score(self, rows: list[dict]) -> float:
-        return objective_value(rows, self.cfg.select_condition, self.cfg.primary_metric, "max")
+        """The dev value the best epoch is chosen on: cfg.selection (the study's first objective)."""
+        condition, metric, mode = self.cfg.selection
+        return objective_value(rows, condition, metric, mode)
+
+    def _better(self, score: float) -> bool:
+        """Strictly better than the best so far (NaN never is; the first finite score always is)."""
+        if not np.isfinite(score):
+            return False
+        if self.best_model is None or not np.isfinite(self.best_score):
+            return True
+        return score < self.best_score if self.cfg.select_mode == "min" else score > self.best_score
 
     # -- early stopping and checkpoints
 
     def observe(self, rows: list[dict]) -> float:
         """Record dev rows of the epoch just trained; keep the best model. Returns the score."""
         score = self.selection_score(rows)
-        if score > self.best_score:
+        if self._better(score):
             self.best_score, self.best_epoch = score, self.epoch
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.history.append({"epoch": self.epoch, "score": score})
@@ -253,11 +269,14 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
         score = session.observe(rows)
         curves.append({**info, **curve_metrics(rows, cfg)})
         log(_epoch_line(info, rows, score, cfg))
-    session.restore_best()
+    session.restore_best()  # the best dev epoch; test is evaluated once, from it
     record = {"config": cfg.to_flat(), "protocol": cfg.protocol.to_dict(),
               "best_epoch": session.best_epoch, "epochs": session.epoch,
               "wall_time_s": time.perf_counter() - start,
-              "dev": session.evaluate("dev"), "test": session.evaluate("test")}
+              "dev": session.evaluate("dev"), "test": session.evaluate("test"),
+              "normalize": cfg.normalize,
+              "unpaired_share": float(np.mean([c["unpaired_share"] for c in curves]))}
+    record["degenerate"] = degenerate(record["dev"]) or degenerate(record["test"])
     if out_dir is not None:
         write_record(record, curves, session, Path(out_dir))
     return record
@@ -299,7 +318,7 @@ def records_frame(record: dict, classes: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["config"] = json.dumps(record["config"])
     df["protocol"] = json.dumps(record["protocol"])
-    for key in ("epochs", "best_epoch", "wall_time_s"):
+    for key in ("epochs", "best_epoch", "wall_time_s", "normalize", "unpaired_share", "degenerate"):
         df[key] = record[key]
     return df
 

@@ -1,0 +1,7 @@
+"""Data: the dataset directory format and reader (`dataset`), the synthetic corpora (`synth`),
+the missing-modality protocol (`protocol`), raw-corpus adapters (`corpora`) and feature
+extraction (`features`).
+
+Owns every file under a dataset directory. May import `study.provenance`, never
+`study.training`, `study.runs` or `model`.
+"""

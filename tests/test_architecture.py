@@ -1,0 +1,128 @@
+"""The package layout's rules, checked on the source: no import circle, layers only import
+downwards, `model/` never imports Ray, `reports/` never imports torch, `model` or `study`, and
+the modules that validate or describe a study load without torch."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("model", "study", "search_spaces", "reports")
+# study's layers, lowest first: a layer imports only from layers at or below it
+LAYERS = ("study.provenance", "study.data", "study.training", "study.runs", "study.cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module imported anywhere in the file (top level and inside functions)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)
+    return out
+
+
+def project_graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    names = {module_name(p) for p in files}
+    return {module_name(p): {m for m in imports_of(p) if m in names and m != module_name(p)}
+            for p in files}
+
+
+def test_every_module_is_seen():
+    graph = project_graph()
+    assert {"study.training.config", "study.runs.stages", "model.registry", "reports.build"} <= set(graph)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path + [node, nxt]
+            if nxt not in state and (found := visit(nxt, path + [node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_no_import_circle():
+    """Function-level imports count: a circle hidden inside a function is still a circle."""
+    assert _cycle(project_graph()) is None, _cycle(project_graph())
+
+
+def test_cycle_finder_finds_a_planted_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def _layer(module: str) -> int | None:
+    for i, prefix in enumerate(LAYERS):
+        if module == prefix or module.startswith(prefix + "."):
+            return i
+    return None
+
+
+def test_study_layers_import_downwards_only():
+    upward = []
+    for mod, deps in project_graph().items():
+        here = _layer(mod)
+        for dep in deps:
+            there = _layer(dep)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{mod} -> {dep}")
+    assert not upward, upward
+
+
+def _third_party(package: str) -> dict[str, set[str]]:
+    return {module_name(p): {m.split(".")[0] for m in imports_of(p)} for p in (ROOT / package).rglob("*.py")}
+
+
+def test_model_never_imports_ray():
+    offenders = {m: deps & {"ray"} for m, deps in _third_party("model").items() if "ray" in deps}
+    assert not offenders, offenders
+
+
+def test_reports_never_import_torch_model_or_study():
+    banned = {"torch", "model", "study"}
+    offenders = {m: deps & banned for m, deps in _third_party("reports").items() if deps & banned}
+    assert not offenders, offenders
+
+
+TORCH_FREE = ("model.config", "model.registry", "study.training.config", "study.runs.spec",
+              "study.runs.status", "study.runs.results", "search_spaces", "reports.build")
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_modules_load_without_torch(module):
+    """Spec validation, the search spaces, status and reports never pull torch in."""
+    code = (f"import sys, json, importlib; importlib.import_module({module!r}); "
+            "print(json.dumps(sorted(m for m in ('torch', 'ray') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torch" not in json.loads(out.stdout.strip().splitlines()[-1])
