@@ -1,7 +1,8 @@
 """Tiny raw corpora in the CREMA-D, MSP-IMPROV and IEMOCAP layouts, for adapter/extraction tests.
 
 Audio: tones + noise at several sample rates, mono and stereo. Video: a drawn face (grey oval,
-dark eyes and brows, nose, mouth) that OpenCV's frontal-face Haar cascade detects, encoded with
+dark eyes and brows, nose, mouth) that dlib's HOG detector and OpenCV's Haar cascade detect, and
+whose mouth dlib's 68-point landmarks follow, encoded with
 PyAV (FLV1 + AAC for .flv, MPEG-4 + PCM for .avi). Broken cases: garbage bytes, an empty wav, a
 video without a face. Every generator returns what it made so tests can assert on it.
 """
@@ -16,8 +17,11 @@ CREMA_CODES = ("ANG", "SAD", "DIS", "FEA", "NEU", "HAP")
 
 
 def face_frame(h: int = 120, w: int = 160, cx: int | None = None, cy: int | None = None,
-               scale: float = 0.8, face: bool = True, seed: int = 0) -> np.ndarray:
-    """(h, w, 3) uint8 RGB frame with a face-like drawing (or textured background only)."""
+               scale: float = 0.8, face: bool = True, seed: int = 0, mouth: float = 1.0) -> np.ndarray:
+    """(h, w, 3) uint8 RGB frame with a face-like drawing (or textured background only).
+
+    `mouth` scales the mouth's width (1: neutral; 1.6: a wide, smile-like mouth).
+    """
     import cv2
     rng = np.random.default_rng(seed)
     img = np.full((h, w), 90, np.uint8) + rng.integers(0, 12, (h, w), dtype=np.uint8)
@@ -31,7 +35,7 @@ def face_frame(h: int = 120, w: int = 160, cx: int | None = None, cy: int | None
             cv2.line(img, (ex - int(10 * s), ey - int(10 * s)), (ex + int(10 * s), ey - int(10 * s)),
                      40, max(1, int(3 * s)))
         cv2.ellipse(img, (cx, cy + int(8 * s)), (int(5 * s), int(10 * s)), 0, 0, 360, 150, -1)
-        cv2.ellipse(img, (cx, cy + int(28 * s)), (int(14 * s), int(5 * s)), 0, 0, 360, 50, -1)
+        cv2.ellipse(img, (cx, cy + int(28 * s)), (int(14 * s * mouth), int(5 * s)), 0, 0, 360, 50, -1)
         img = cv2.GaussianBlur(img, (5, 5), 0)
     return np.stack([img, (img * 0.85).astype(np.uint8), (img * 0.7).astype(np.uint8)], axis=-1)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import rawgen
 
-from study.data.corpora import CorpusError, corpus_targets, scan_corpus
+from study.data.corpora import CORPORA, CorpusError, CorpusOption, corpus_targets, scan_corpus
 from study.data.corpora.common import index_media, speaker_split
 
 
@@ -215,8 +215,11 @@ def test_iemocap_bad_line_names_file_and_line(tmp_path):
     (ev / "Ses01F_impro02.txt").write_text("% header\n\n[1.0 - 2.0]\tSes01F_impro02_F000\tneu\t[2, 3]\n")
     with pytest.raises(CorpusError, match=r"Ses01F_impro02.txt: line 3.*three numbers"):
         scan_corpus("iemocap", tmp_path, test_session=1)
-    with pytest.raises(CorpusError, match="no Session"):
+    with pytest.raises(CorpusError, match="root folder not found"):
         scan_corpus("iemocap", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no Session"):
+        scan_corpus("iemocap", tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -233,3 +236,142 @@ def test_speaker_split_fractions_and_duplicates(tmp_path):
         index_media(tmp_path, [".wav"])
     with pytest.raises(CorpusError, match="unknown corpus"):
         scan_corpus("ravdess", tmp_path)
+
+
+
+# ----------------------------------------------------------------------------- CSV errors
+
+
+HEADER = "FileName,angry,sad,disgust,fear,neutral,happy,SpkrID,Gender,Split_Set\n"
+GOOD = "1001_DFA_ANG_XX.wav,1,0,0,0,0,0,1001,Male,Train\n"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty file"),
+    (b"\n  \n", "empty file"),
+    (HEADER.encode(), "header only, no data rows"),
+    ((HEADER + GOOD + "1002_IEO_SAD_XX.wav,0,1,0,0,0,0,1002,Male,Train,extra\n").encode(),
+     "line 3: 11 fields, the header has 10"),
+    ((HEADER + GOOD + "1002_IEO_SAD_XX.wav,0,1,0,0,0,0,1002,Male\n").encode(), "line 3: 9 fields"),
+    ((HEADER + GOOD).encode() + "1002_IEO_SAD_XX.wav,0,1,0,0,0,0,1002,Mâle,Train\n".encode("latin-1"),
+     "line 3: byte 0xe2 is not UTF-8"),
+    ((HEADER + GOOD + '"1002_IEO_SAD_XX.wav,0,1,0,0,0,0,1002,Male,Train\n').encode(), "cannot parse CSV"),
+    ((HEADER + GOOD + "\n\n1002_IEO_SAD_XX.wav,0,1,x,0,0,0,1002,Male,Train\n").encode(),
+     "line 5 (1002_IEO_SAD_XX.wav): column 'disgust'"),
+    (("FileName,sad," + HEADER[9:] + GOOD).encode(), "line 1: column(s) ['sad'] appear twice"),
+])
+def test_partition_csv_errors_name_file_and_line(crema, tmp_path, content, needle):
+    root, _ = crema
+    part = tmp_path / "bad.csv"
+    part.write_bytes(content)
+    with pytest.raises(CorpusError) as err:
+        scan_corpus("crema-d", root, part)
+    assert str(err.value).startswith(f"{part}: ") and needle in str(err.value)
+
+
+def test_partition_csv_with_bom_crlf_and_blank_lines_reads(crema, tmp_path):
+    root, _ = crema
+    part = tmp_path / "ok.csv"
+    text = HEADER + GOOD + "\n" + "1002_IEO_SAD_XX.wav,0,1,0,0,0,0,1002,Male,Test\n"
+    part.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    df = scan_corpus("crema-d", root, part)
+    assert list(df["utt_id"]) == ["1001_DFA_ANG_XX", "1002_IEO_SAD_XX"] and list(df["split"]) == ["train", "test"]
+
+
+def test_mspimprov_csv_errors_name_file_and_line(msp, tmp_path):
+    part = tmp_path / "bad.csv"
+    lines = (msp / "labels.csv").read_text().splitlines()
+    part.write_text("\n".join(lines[:3] + [lines[3] + ",9"] + lines[4:]) + "\n")
+    with pytest.raises(CorpusError, match=r"bad.csv: line 4: 8 fields, the header has 7"):
+        scan_corpus("msp-improv", msp, part)
+    part.write_text(lines[0] + "\n")
+    with pytest.raises(CorpusError, match=r"bad.csv: header only"):
+        scan_corpus("msp-improv", msp, part)
+
+
+# ----------------------------------------------------------------------------- IEMOCAP strictness
+
+
+def _iemocap_with(tmp_path: Path, body: str | bytes) -> Path:
+    """Session1 (the given label file) + Session2 (one valid utterance) under tmp_path/raw."""
+    root = tmp_path / "raw"
+    for n, text in ((1, body), (2, "[1.0 - 2.0]\tSes02F_impro01_F000\tneu\t[2.5, 3.0, 3.5]\n")):
+        ev = root / f"Session{n}" / "dialog" / "EmoEvaluation"
+        ev.mkdir(parents=True, exist_ok=True)
+        path = ev / f"Ses0{n}F_impro01.txt"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return root
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("Ses01F_impro01_F001\tneu\t[2.5, 3.0, 3.5]", "line 3: unexpected line"),
+    ("1.0 - 2.0]\tSes01F_impro01_F001\tneu\t[2.5, 3.0, 3.5]", "line 3: unexpected line"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\tneu\t[5.5, 3.0, 3.5]", "line 3: valence 5.5 is not a number in [1.0, 5.0]"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\tneu\t[2.5, 0.0, 3.5]", "line 3: activation 0.0 is not a number"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\tneu\t[2.5, 3.0, nan]", "line 3: dominance nan is not a number"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\tneu\t[2.5, inf, 3]", "line 3: activation inf"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\thappy\t[2.5, 3.0, 3.5]", "line 3: unknown emotion code 'happy'"),
+    ("[3.0 - 4.0]\tSes01F_impro01_F001\tNeu\t[2.5, 3.0, 3.5]", "unknown emotion code 'Neu'"),
+    ("[4.0 - 3.0]\tSes01F_impro01_F001\tneu\t[2.5, 3.0, 3.5]", "line 3: segment [4.0 - 3.0] is empty"),
+    ("[3.0 - 4.0]\tSes01F/../x_F001\tneu\t[2.5, 3.0, 3.5]", "line 3: cannot parse"),
+])
+def test_iemocap_reports_bad_lines(tmp_path, line, needle):
+    body = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n" + line + "\n"
+    with pytest.raises(CorpusError, match="Ses01F_impro01.txt") as err:
+        scan_corpus("iemocap", _iemocap_with(tmp_path, body), test_session=2)
+    assert needle in str(err.value)
+
+
+def test_iemocap_reads_every_utterance_line_and_known_codes(tmp_path):
+    body = ("% header\n\n  [1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 3.0, 3.5]\r\n"     # indented, CRLF
+            "C-E2:\tNeutral;\t()\nA-E3:\tval 3; act 2; dom  2;\t()\nC-F1:\tNeutral;\t(curious)\n"
+            "[2.5 - 3.0]\tSes01F_impro01_M000\tsur\t[4.0, 4.5, 3.0]\n"
+            "[3.5 - 4.0]\tSes01F_impro01_M001\txxx\t[1.0, 5.0, 1.0]\n")
+    root = _iemocap_with(tmp_path, body)
+    dim = scan_corpus("iemocap", root, test_session=2, task="dimensional").set_index("utt_id")
+    assert list(dim.index) == ["Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_M001",
+                               "Ses02F_impro01_F000"]
+    assert list(dim["emotion_code"]) == ["neu", "sur", "xxx", "neu"] and dim["label"].isna().sum() == 2
+    assert dim.loc["Ses01F_impro01_M001", ["valence", "arousal", "dominance"]].tolist() == [1.0, 5.0, 1.0]
+    cat = scan_corpus("iemocap", root, test_session=2)
+    assert sorted(cat["utt_id"]) == ["Ses01F_impro01_F000", "Ses02F_impro01_F000"]
+
+
+def test_iemocap_ignores_unexpected_folders_and_files(tmp_path):
+    root = _iemocap_with(tmp_path, "[1.0 - 2.0]\tSes01F_impro01_F000\tang\t[2.5, 3.0, 3.5]\n")
+    (root / "Session1_backup" / "dialog").mkdir(parents=True)            # not Session<n>
+    (root / "SessionX").mkdir()
+    (root / "Session3").write_text("a file, not a folder")
+    (root / "Session4").mkdir()                                          # no dialog/ at all
+    (root / "Documentation").mkdir()
+    ev = root / "Session1" / "dialog" / "EmoEvaluation"
+    (ev / "Categorical").mkdir()
+    (ev / "odd.txt").mkdir()                                             # a folder named *.txt
+    (ev / "._Ses01F_impro01.txt").write_bytes(b"\x00\x05\x16\x07\xff\xfe")   # macOS resource fork
+    df = scan_corpus("iemocap", root, test_session=2)
+    assert sorted(df["utt_id"]) == ["Ses01F_impro01_F000", "Ses02F_impro01_F000"]
+    assert sorted(df["fold"].unique()) == [1, 2]
+
+
+def test_iemocap_label_file_encoding_names_the_line(tmp_path):
+    body = b"% header\n[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 3.0, 3.5]\nC-E2:\tNeutral;\t(caf\xe9)\n"
+    with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt: line 3: byte 0xe9 is not UTF-8"):
+        scan_corpus("iemocap", _iemocap_with(tmp_path, body), test_session=2)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def test_every_corpus_module_exposes_the_interface():
+    for name, module in CORPORA.items():
+        assert module.NAME == name and callable(module.scan) and callable(module.targets)
+        assert isinstance(module.PARTITION, str) and module.PARTITION
+        assert all(isinstance(o, CorpusOption) and o.flag.startswith("--") for o in module.OPTIONS)
+
+
+def test_corpus_options_are_checked(crema, iemocap):
+    root, _ = crema
+    with pytest.raises(CorpusError, match=r"'crema-d' takes no option\(s\) \['test_session'\]"):
+        scan_corpus("crema-d", root, test_session=3)
+    assert corpus_targets("iemocap", scan_corpus("iemocap", iemocap, test_session=3)) == (
+        ["neutral", "happy", "sad", "angry"], ["arousal", "valence", "dominance"])

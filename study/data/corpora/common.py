@@ -7,8 +7,11 @@ corpora whose utterance video is a segment of a longer file, `video_start`/`vide
 """
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -21,6 +24,22 @@ VIDEO_EXTS = (".flv", ".avi", ".mp4", ".mkv", ".mov")
 
 class CorpusError(ValueError):
     """A raw corpus or partition file that cannot be used; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class CorpusOption:
+    """One keyword of a corpus's scan(), and the `features extract` flag that sets it.
+
+    `flag_value`: the flag takes no argument and sets the keyword to this value (else `default`).
+    Several corpora may declare the same flag for the same keyword (e.g. `--seed`).
+    """
+    key: str                                 # scan() keyword
+    flag: str                                # CLI flag, e.g. "--test-session"
+    help: str
+    default: object = None
+    type: type | None = None                 # argparse type for flags that take a value
+    choices: tuple | None = None
+    flag_value: object = None
 
 
 def index_media(root: Path, exts: Iterable[str], subdirs: Iterable[str] = ()) -> dict[str, Path]:
@@ -71,16 +90,72 @@ def normalise_split(value: object, where: str) -> str:
 
 
 def read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    """Read a partition CSV as strings, checking the header; row i is CSV line i + 2."""
+    """Read a partition CSV as strings, checking encoding, header and field counts.
+
+    Every problem is a CorpusError naming the file and the line: a missing or empty file, text
+    that is not UTF-8, a header without data rows, a row with more or fewer fields than the
+    header, broken quoting. Blank lines are skipped. The CSV line of row i is `line_of(df, i)`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: partition file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
+    header, rows, lines = _csv_rows(path, _decode(path, path.read_bytes()))
+    names = [c.strip() for c in header]
+    missing = [c for c in required if c not in names]
     if missing:
-        raise CorpusError(f"{path}: missing column(s) {missing}; header is {list(df.columns)}")
+        raise CorpusError(f"{path}: missing column(s) {missing}; header is {names}")
+    if not rows:
+        raise CorpusError(f"{path}: header only, no data rows")
+    df = pd.DataFrame(rows, columns=names, dtype=str)
+    df.attrs["lines"] = lines
     return df
+
+
+def line_of(df: pd.DataFrame, i: int) -> str:
+    """'line N' of row i of a frame from read_csv (the physical line where the record ends)."""
+    lines = df.attrs.get("lines")
+    return f"line {lines[i] if lines is not None else i + 2}"
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 text (a BOM is dropped); else CorpusError with the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise CorpusError(f"{path}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8 text; "
+                          "save the file as UTF-8") from None
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, line number of each row); rows must have as many fields as the header."""
+    if not text.strip():
+        raise CorpusError(f"{path}: empty file (expected a header line and data rows)")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, rows, lines = None, [], []
+    try:
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue                                   # blank line
+            if header is None:
+                header = _check_header(path, fields, reader.line_num)
+            elif len(fields) != len(header):
+                raise CorpusError(f"{path}: line {reader.line_num}: {len(fields)} fields, the header "
+                                  f"has {len(header)}")
+            else:
+                rows.append(fields)
+                lines.append(reader.line_num)
+    except csv.Error as err:
+        raise CorpusError(f"{path}: line {reader.line_num}: cannot parse CSV ({err})") from None
+    return header, rows, lines
+
+
+def _check_header(path: Path, fields: list[str], line: int) -> list[str]:
+    names = [c.strip() for c in fields]
+    dup = sorted({c for c in names if c and names.count(c) > 1})
+    if dup:
+        raise CorpusError(f"{path}: line {line}: column(s) {dup} appear twice in the header")
+    return fields
 
 
 def numeric_column(df: pd.DataFrame, col: str, path: Path, lo: float, hi: float) -> np.ndarray:
@@ -89,7 +164,7 @@ def numeric_column(df: pd.DataFrame, col: str, path: Path, lo: float, hi: float)
     bad = np.flatnonzero(~np.isfinite(values) | (values < lo) | (values > hi))
     if len(bad):
         i = int(bad[0])
-        raise CorpusError(f"{path}: line {i + 2} ({df.iloc[i, 0]}): column {col!r} is "
+        raise CorpusError(f"{path}: {line_of(df, i)} ({df.iloc[i, 0]}): column {col!r} is "
                           f"{df[col].iloc[i]!r}, expected a number in [{lo}, {hi}]")
     return values
 
@@ -98,7 +173,7 @@ def check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
     dup = np.flatnonzero(df[col].duplicated().to_numpy())
     if len(dup):
         i = int(dup[0])
-        raise CorpusError(f"{path}: line {i + 2}: {col} {df[col].iloc[i]!r} appears twice")
+        raise CorpusError(f"{path}: {line_of(df, i)}: {col} {df[col].iloc[i]!r} appears twice")
 
 
 def check_speaker_independent(df: pd.DataFrame, where: str) -> None:

@@ -18,24 +18,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.data.corpora.common import (AUDIO_EXTS, VIDEO_EXTS, CorpusError, attach_media, check_unique,
-                                  check_speaker_independent, index_media, normalise_split,
-                                  numeric_column, read_csv, speaker_split)
+from study.data.corpora.common import (
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    CorpusError,
+    CorpusOption,
+    attach_media,
+    check_speaker_independent,
+    check_unique,
+    index_media,
+    line_of,
+    normalise_split,
+    numeric_column,
+    read_csv,
+    speaker_split,
+)
 
+NAME = "crema-d"
+PARTITION = "CREMA-D: VAVL's label_consensus_N.csv (optional; without it every file is used)"
+OPTIONS = (CorpusOption("seed", "--seed", "split seed when there is no partition file "
+                        "(CREMA-D, MSP-IMPROV without Split_Set)", default=0, type=int),)
 CLASSES = ("angry", "sad", "disgust", "fear", "neutral", "happy")   # VAVL consensus-file order
 CODES = {"ANG": "angry", "SAD": "sad", "DIS": "disgust", "FEA": "fear", "NEU": "neutral",
          "HAP": "happy"}
-NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{1,2})$")
+UTT_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{1,2})$")
 
 
 def parse_name(utt_id: str, where: str) -> dict:
     """'1001_DFA_ANG_XX' -> speaker, sentence, file_emotion, level."""
-    m = NAME.match(utt_id)
+    m = UTT_NAME.match(utt_id)
     if not m or m["emotion"] not in CODES:
         raise CorpusError(f"{where}: {utt_id!r} is not a CREMA-D name ActorID_Sentence_Emotion_Level "
                           f"with Emotion in {sorted(CODES)}")
     return {"utt_id": utt_id, "speaker": m["actor"], "sentence": m["sentence"],
             "file_emotion": CODES[m["emotion"]], "level": m["level"]}
+
+
+def targets(manifest: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(classes, dimensions) of the dataset built from a CREMA-D manifest."""
+    return list(CLASSES), []
 
 
 def scan(root: str | Path, partition: str | Path | None = None, seed: int = 0,
@@ -79,24 +100,24 @@ def _from_partition(path: Path) -> pd.DataFrame:
     raw = read_csv(path, ["FileName", *CLASSES, "SpkrID", "Gender", "Split_Set"])
     raw["utt_id"] = [Path(f.strip()).stem for f in raw["FileName"]]
     check_unique(raw, "utt_id", path)
-    rows = [parse_name(u, f"{path}: line {i + 2}") for i, u in enumerate(raw["utt_id"])]
+    rows = [parse_name(u, f"{path}: {line_of(raw, i)}") for i, u in enumerate(raw["utt_id"])]
     df = pd.DataFrame(rows)
     for i, (spk, name_spk) in enumerate(zip(raw["SpkrID"].str.strip(), df["speaker"])):
         if spk != name_spk:
-            raise CorpusError(f"{path}: line {i + 2} ({raw['FileName'].iloc[i]}): SpkrID {spk!r} "
+            raise CorpusError(f"{path}: {line_of(raw, i)} ({raw['FileName'].iloc[i]}): SpkrID {spk!r} "
                               f"does not match the actor in the file name {name_spk!r}")
     soft = np.stack([numeric_column(raw, c, path, 0.0, 1.0) for c in CLASSES], axis=1)  # (N, K)
     sums = soft.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > 0.02)
     if len(bad):
         i = int(bad[0])
-        raise CorpusError(f"{path}: line {i + 2} ({raw['FileName'].iloc[i]}): soft labels sum to "
+        raise CorpusError(f"{path}: {line_of(raw, i)} ({raw['FileName'].iloc[i]}): soft labels sum to "
                           f"{sums[i]:.3f}, expected 1")
     for k, c in enumerate(CLASSES):
         df[f"soft_{c}"] = soft[:, k]
     df["label"] = [_argmax_label(s, e) for s, e in zip(soft, df["file_emotion"])]
     df["gender"] = raw["Gender"].str.strip().to_numpy()
-    df["split"] = [normalise_split(v, f"{path}: line {i + 2}") for i, v in enumerate(raw["Split_Set"])]
+    df["split"] = [normalise_split(v, f"{path}: {line_of(raw, i)}") for i, v in enumerate(raw["Split_Set"])]
     return df
 
 

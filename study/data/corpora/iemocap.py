@@ -19,18 +19,45 @@ other seven speakers. Speaker-independent, and dev never shares a session with t
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from study.data.corpora.common import CorpusError, check_speaker_independent
+from study.data.corpora.common import CorpusError, CorpusOption, check_speaker_independent
 
+NAME = "iemocap"
+PARTITION = "IEMOCAP: none (folds are sessions; pick the held-out one with --test-session)"
+OPTIONS = (
+    CorpusOption("test_session", "--test-session", "IEMOCAP: the held-out session (test = its two "
+                 "speakers, dev = the female speaker of the next session)", default=5, type=int),
+    CorpusOption("merge_excited", "--keep-excited", "IEMOCAP: do not merge excited into happy "
+                 "(excited is then dropped from the 4 classes)", default=True, flag_value=False),
+    CorpusOption("task", "--iemocap-task", "IEMOCAP: categorical keeps the 4 classes only; "
+                 "dimensional keeps every utterance for A/V/D (label null outside the 4)",
+                 default="categorical", type=str, choices=("categorical", "dimensional")),
+)
 CLASSES = ("neutral", "happy", "sad", "angry")
+DIMENSIONS = ("arousal", "valence", "dominance")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
-LINE = re.compile(r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<utt>Ses\S+)\s+"
-                  r"(?P<emo>\S+)\s+\[(?P<vad>[^\]]*)\]\s*$")
-UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d{3}$")
+# every code of the release: exc(ited), fru(strated), fea(r), sur(prised), dis(gusted), oth(er),
+# xxx (no agreement); those outside CODES are kept for dimensional tasks, never silently dropped
+KNOWN_CODES = (*CODES, "exc", "fru", "fea", "sur", "dis", "oth", "xxx")
+VAD_RANGE = (1.0, 5.0)
+NUMBER = r"\d+(?:\.\d*)?"
+LINE = re.compile(rf"^\[\s*(?P<start>{NUMBER})\s*-\s*(?P<end>{NUMBER})\s*\]\s+(?P<utt>\S+)\s+"
+                  r"(?P<emo>\S+)\s+\[(?P<vad>[^\]]*)\]$")
+UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_[A-Za-z0-9_]+_(?P<gender>[FM])\d{3}$")
+# lines that carry no utterance: the '%' header, per-evaluator categorical (C-E1:) and attribute
+# (A-E3:) ratings, blank lines; anything else is reported, not skipped
+OTHER = re.compile(r"^(%.*|[CA]-[A-Za-z]+\d*:.*|)$")
+SESSION_DIR = re.compile(r"^Session(?P<n>\d+)$")
+
+
+def targets(manifest: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(classes, dimensions): the 4 classes and IEMOCAP's A/V/D, whatever the task."""
+    return list(CLASSES), list(DIMENSIONS)
 
 
 def scan(root: str | Path, partition: str | Path | None = None, test_session: int = 5,
@@ -42,10 +69,10 @@ def scan(root: str | Path, partition: str | Path | None = None, test_session: in
                           "the split is chosen with test_session (--test-session)")
     if task not in ("categorical", "dimensional"):
         raise CorpusError(f"task must be 'categorical' or 'dimensional', got {task!r}")
-    sessions = sorted(p for p in root.glob("Session[0-9]*") if p.is_dir())
-    if not sessions:
-        raise CorpusError(f"{root}: no Session<n>/ folders (expected IEMOCAP_full_release)")
-    rows = [r for s in sessions for r in _session_rows(s)]
+    sessions = _sessions(root)
+    rows = [r for n, s in sessions.items() for r in _session_rows(s, n)]
+    if not rows:
+        raise CorpusError(f"{root}: no labelled utterances found in Session*/dialog/EmoEvaluation")
     df = pd.DataFrame(rows)
     dup = df[df["utt_id"].duplicated()]
     if len(dup):
@@ -55,10 +82,28 @@ def scan(root: str | Path, partition: str | Path | None = None, test_session: in
     if task == "categorical":
         df = df[df["label"].notna()]
     if df.empty:
-        raise CorpusError(f"{root}: no labelled utterances found in Session*/dialog/EmoEvaluation")
-    df["split"] = _split(df, test_session, {int(s.name[7:]) for s in sessions})
+        raise CorpusError(f"{root}: no utterance of the classes {list(CLASSES)} in "
+                          "Session*/dialog/EmoEvaluation")
+    df["split"] = _split(df, test_session, set(sessions))
     check_speaker_independent(df, str(root))
     return df.drop(columns=["source"]).reset_index(drop=True)
+
+
+def _sessions(root: Path) -> dict[int, Path]:
+    """{n: Session<n>/} for the folders named exactly Session<n>; other entries are ignored."""
+    if not root.is_dir():
+        raise CorpusError(f"{root}: IEMOCAP root folder not found")
+    found: dict[int, Path] = {}
+    for path in sorted(root.iterdir()):
+        m = SESSION_DIR.match(path.name)
+        if m and path.is_dir():
+            n = int(m["n"])
+            if n in found:
+                raise CorpusError(f"{path}: a second folder for session {n} (first: {found[n]})")
+            found[n] = path
+    if not found:
+        raise CorpusError(f"{root}: no Session<n>/ folders (expected IEMOCAP_full_release)")
+    return found
 
 
 def _label(code: str, merge_excited: bool) -> str | None:
@@ -67,31 +112,53 @@ def _label(code: str, merge_excited: bool) -> str | None:
     return CODES.get(code)
 
 
-def _session_rows(session: Path) -> list[dict]:
-    n = int(session.name[len("Session"):])
+def _session_rows(session: Path, n: int) -> list[dict]:
     rows = []
     for txt in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
-        for lineno, line in enumerate(txt.read_text(errors="replace").splitlines(), start=1):
+        if not txt.is_file() or txt.name.startswith("._"):        # folders, macOS resource forks
+            continue
+        for lineno, line in enumerate(_read_lines(txt), start=1):
+            line = line.strip()
             if line.startswith("["):
                 rows.append(_parse_line(line, f"{txt}: line {lineno}", session, n))
+            elif not OTHER.match(line):
+                raise CorpusError(f"{txt}: line {lineno}: unexpected line {_short(line)!r} (expected "
+                                  "'[start - end]<TAB>utterance<TAB>emotion<TAB>[v, a, d]', an "
+                                  "evaluator line 'C-E1:...'/'A-E1:...', a '%' comment or a blank line)")
     return rows
 
 
+def _read_lines(txt: Path) -> list[str]:
+    """Lines of a UTF-8 (or ASCII) label file, numbered as in an editor."""
+    data = txt.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise CorpusError(f"{txt}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8 "
+                          "text") from None
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def _parse_line(line: str, where: str, session: Path, n: int) -> dict:
-    m = LINE.match(line.strip())
+    m = LINE.match(line)
     u = UTT.match(m["utt"]) if m else None
     if not m or not u:
-        raise CorpusError(f"{where}: cannot parse {line.strip()!r} (expected "
+        raise CorpusError(f"{where}: cannot parse {_short(line)!r} (expected "
                           "'[start - end]<TAB>SesNN..._F000<TAB>emo<TAB>[v, a, d]')")
     if int(u["session"]) != n:
         raise CorpusError(f"{where}: utterance {m['utt']} is not from {session.name}")
+    if m["emo"] not in KNOWN_CODES:
+        raise CorpusError(f"{where}: unknown emotion code {_short(m['emo'])!r}; IEMOCAP's codes "
+                          f"are {list(KNOWN_CODES)}")
     start, end = float(m["start"]), float(m["end"])
-    try:
-        val, act, dom = (float(x) for x in m["vad"].split(","))
-    except ValueError as err:
-        raise CorpusError(f"{where}: [{m['vad']}] is not three numbers [v, a, d]") from err
-    if not end > start:
-        raise CorpusError(f"{where}: segment [{start} - {end}] is empty")
+    if not (math.isfinite(end) and end > start):
+        raise CorpusError(f"{where}: segment [{start} - {end}] is empty or not finite")
+    val, act, dom = _vad(m["vad"], where)
     utt = m["utt"]
     dialog = utt.rsplit("_", 1)[0]
     wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
@@ -103,6 +170,22 @@ def _parse_line(line: str, where: str, session: Path, n: int) -> dict:
             "video_path": str(avi) if avi.is_file() else None,
             "video_start": start, "video_end": end,
             "has_audio": wav.is_file(), "has_video": avi.is_file(), "source": where}
+
+
+def _vad(text: str, where: str) -> tuple[float, float, float]:
+    """'2.5, 3.0, 3.5' -> (valence, activation, dominance), each finite and within VAD_RANGE."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(x) for x in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise CorpusError(f"{where}: [{_short(text)}] is not three numbers [v, a, d]")
+    lo, hi = VAD_RANGE
+    for name, v in zip(("valence", "activation", "dominance"), values):
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise CorpusError(f"{where}: {name} {v} is not a number in [{lo}, {hi}]")
+    return values
 
 
 def _split(df: pd.DataFrame, test_session: int, sessions: set[int]) -> list[str]:

@@ -21,26 +21,52 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.data.corpora.common import (AUDIO_EXTS, VIDEO_EXTS, CorpusError, attach_media, check_unique,
-                                  check_speaker_independent, index_media, normalise_split,
-                                  numeric_column, read_csv, speaker_split)
+from study.data.corpora.common import (
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    CorpusError,
+    CorpusOption,
+    attach_media,
+    check_speaker_independent,
+    check_unique,
+    index_media,
+    line_of,
+    normalise_split,
+    numeric_column,
+    read_csv,
+    speaker_split,
+)
 
+NAME = "msp-improv"
+PARTITION = "MSP-IMPROV: VAVL's labels_consensus_N.csv (required: it holds the A/V/D labels)"
+OPTIONS = (
+    CorpusOption("seed", "--seed", "split seed when there is no partition file "
+                 "(CREMA-D, MSP-IMPROV without Split_Set)", default=0, type=int),
+    CorpusOption("target_labels", "--target-labels", "MSP-IMPROV: add the elicitation target "
+                 "emotion of the file name as a 4-class label (not a perceptual label)",
+                 default=False, flag_value=True),
+)
 DIMENSIONS = ("arousal", "valence", "dominance")
 COLUMNS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
 TARGETS = {"A": "angry", "H": "happy", "S": "sad", "N": "neutral"}
 CLASSES = ("neutral", "happy", "sad", "angry")
-NAME = re.compile(r"^MSP-IMPROV-S(?P<sentence>\d{2})(?P<target>[A-Z])-(?P<gender>[FM])"
+UTT_NAME = re.compile(r"^MSP-IMPROV-S(?P<sentence>\d{2})(?P<target>[A-Z])-(?P<gender>[FM])"
                   r"(?P<session>\d{2})-(?P<scenario>[A-Z])-(?P<dyad>[A-Z]{2}\d{2})$")
 
 
 def parse_name(utt_id: str, where: str) -> dict:
-    m = NAME.match(utt_id)
+    m = UTT_NAME.match(utt_id)
     if not m or m["target"] not in TARGETS:
         raise CorpusError(f"{where}: {utt_id!r} is not an MSP-IMPROV name like "
                           "MSP-IMPROV-S01A-F02-R-FF01")
     return {"utt_id": utt_id, "speaker": f"{m['gender']}{m['session']}",
             "session": int(m["session"]), "sentence": m["sentence"],
             "target_emotion": TARGETS[m["target"]], "scenario": m["scenario"]}
+
+
+def targets(manifest: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(classes, dimensions): the 4 target classes only when the manifest has labels."""
+    return (list(CLASSES) if manifest["label"].notna().any() else []), list(DIMENSIONS)
 
 
 def scan(root: str | Path, partition: str | Path | None = None, seed: int = 0,
@@ -58,7 +84,7 @@ def scan(root: str | Path, partition: str | Path | None = None, seed: int = 0,
     raw = read_csv(path, ["FileName", *COLUMNS.values()])
     raw["utt_id"] = [Path(f.strip()).stem for f in raw["FileName"]]
     check_unique(raw, "utt_id", path)
-    df = pd.DataFrame([parse_name(u, f"{path}: line {i + 2}") for i, u in enumerate(raw["utt_id"])])
+    df = pd.DataFrame([parse_name(u, f"{path}: {line_of(raw, i)}") for i, u in enumerate(raw["utt_id"])])
     for dim, col in COLUMNS.items():
         df[dim] = numeric_column(raw, col, path, 1.0, 5.0)
     _check_ids(raw, df, path)
@@ -77,15 +103,15 @@ def _check_ids(raw: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
     for i in range(len(df)):
         name, session, speaker = raw["FileName"].iloc[i], df["session"].iloc[i], df["speaker"].iloc[i]
         if "SpkrID" in raw.columns and raw["SpkrID"].iloc[i].strip() not in ("", str(session)):
-            raise CorpusError(f"{path}: line {i + 2} ({name}): SpkrID {raw['SpkrID'].iloc[i]!r} "
+            raise CorpusError(f"{path}: {line_of(raw, i)} ({name}): SpkrID {raw['SpkrID'].iloc[i]!r} "
                               f"is not the session {session} in the file name")
         if "Gender" in raw.columns and raw["Gender"].iloc[i].strip()[:1] not in ("", speaker[0]):
-            raise CorpusError(f"{path}: line {i + 2} ({name}): Gender {raw['Gender'].iloc[i]!r} "
+            raise CorpusError(f"{path}: {line_of(raw, i)} ({name}): Gender {raw['Gender'].iloc[i]!r} "
                               f"contradicts speaker {speaker} in the file name")
 
 
 def _splits(raw: pd.DataFrame, df: pd.DataFrame, path: Path, seed: int, fractions) -> list[str]:
     if "Split_Set" in raw.columns:
-        return [normalise_split(v, f"{path}: line {i + 2}") for i, v in enumerate(raw["Split_Set"])]
+        return [normalise_split(v, f"{path}: {line_of(raw, i)}") for i, v in enumerate(raw["Split_Set"])]
     by_session = speaker_split(df["session"].astype(str), seed, fractions)
     return [by_session[str(s)] for s in df["session"]]

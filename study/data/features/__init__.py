@@ -1,2 +1,7 @@
-"""Feature extraction from raw media: audio (wav2vec2 / log-mel), video (face crops -> EfficientNet /
-pixels), sharded and resumable, merged into a study.data.dataset directory."""
+"""Feature extraction from raw media: audio (wav2vec2 / log-mel / openSMILE eGeMAPS, ComParE),
+video (face crops from dlib / YuNet / Haar -> EfficientNet / pixels / dlib landmarks), sharded,
+run in parallel processes or Ray tasks, resumable, merged into a study.data.dataset directory.
+
+`choices.py` (torch-free) names the choices for the CLI; `extract.py` maps them to extractors.
+May import `study.data.corpora`, `study.data.dataset` and `study.provenance`.
+"""

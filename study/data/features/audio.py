@@ -1,10 +1,13 @@
-"""Audio: decoding any file to 16 kHz mono, and two frame-level extractors at 50 Hz.
+"""Audio: decoding any file to 16 kHz mono, and the frame-level extractors.
 
-- `LogMelExtractor`: log mel filterbank from a torch STFT (no weights), hop 20 ms.
+- `LogMelExtractor`: log mel filterbank from a torch STFT (no weights), hop 20 ms (50 Hz).
 - `Wav2Vec2Extractor`: a wav2vec2-family model through `transformers` (local path or hub name),
   truncated to its first `layer` transformer layers as VAVL does (12 of wav2vec2-large-robust's
-  24); the output is the truncated encoder's last hidden state.
-Extractors take a list of waveforms and return a list of (T, D) float32 arrays.
+  24); the output is the truncated encoder's last hidden state (50 Hz).
+- `OpenSmileExtractor`: openSMILE's eGeMAPSv02 (25) or ComParE_2016 (65) low-level descriptors
+  at 100 Hz; the `opensmile` package ships its binary and configs (no download).
+Extractors take a list of waveforms and return a list of (T, D) float32 arrays; each has `dim`,
+`name` and `rate_hz`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,32 @@ SOUNDFILE_EXTS = (".wav", ".flac", ".ogg")
 
 class MediaError(Exception):
     """A media file that cannot give features (unreadable, empty, no face...): data, not a bug."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A pretrained model that is neither a local directory nor loadable from the hub/cache."""
+
+
+def model_unavailable_message(model: str, flag: str, err: BaseException | None = None) -> str:
+    """The project's message for a model that cannot be loaded (offline, not cached, typo)."""
+    cause = f" ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})" if err and str(err).strip() else ""
+    return (f"cannot load {flag} {model!r}: it is not a local model directory, and it is neither in "
+            f"the Hugging Face cache nor downloadable (no network, or HF_HUB_OFFLINE=1){cause}.\n"
+            f"  - on a machine with network: `hf download {model} --local-dir DIR`, copy DIR here, "
+            f"then pass {flag} DIR;\n"
+            "  - or use an extractor that downloads nothing: --audio logmel, --audio egemaps or "
+            "--audio compare (openSMILE).")
+
+
+def check_audio_model(model: str) -> None:
+    """Fail early, with the project's message, when `model` cannot be loaded (reads its config only)."""
+    if Path(model).is_dir():
+        return
+    try:
+        from transformers import AutoConfig
+        AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as err:          # offline, not cached, unknown repo, bad dir
+        raise ModelUnavailable(model_unavailable_message(model, "--audio-model", err)) from None
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -134,6 +163,39 @@ class LogMelExtractor:
         return torch.log(mel + 1e-6).T.cpu().numpy()                        # (T, M)
 
 
+# ----------------------------------------------------------------------------- openSMILE
+
+
+OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
+
+
+class OpenSmileExtractor:
+    """openSMILE low-level descriptors, 10 ms hop (100 Hz): egemaps 25-d, compare 65-d."""
+
+    rate_hz = 100.0
+
+    def __init__(self, feature_set: str = "egemaps"):
+        try:
+            import opensmile
+        except ImportError as err:
+            raise ImportError(f"--audio {feature_set} needs opensmile: pip install "
+                              "'avstudy[media]'") from err
+        if feature_set not in OPENSMILE_SETS:
+            raise ValueError(f"openSMILE feature set {feature_set!r}: choose one of {sorted(OPENSMILE_SETS)}")
+        self.smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, OPENSMILE_SETS[feature_set]),
+                                     feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+        self.columns = list(self.smile.feature_names)
+        self.dim = len(self.columns)
+        self.name = f"opensmile-{opensmile.__version__}:{OPENSMILE_SETS[feature_set]}:lld"
+
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for wave in waves:
+            df = self.smile.process_signal(np.ascontiguousarray(wave, dtype=np.float32), SAMPLE_RATE)
+            out.append(df.to_numpy(dtype=np.float32))                        # (T, D)
+        return out
+
+
 # ----------------------------------------------------------------------------- wav2vec2
 
 
@@ -145,7 +207,10 @@ class Wav2Vec2Extractor:
     def __init__(self, model: str, layer: int | None = None, device: str = "cpu",
                  batch_seconds: float = 160.0):
         from transformers import AutoModel
-        net = AutoModel.from_pretrained(model)
+        try:
+            net = AutoModel.from_pretrained(model)
+        except (OSError, ValueError) as err:      # offline, not cached, unknown repo, bad dir
+            raise ModelUnavailable(model_unavailable_message(model, "--audio-model", err)) from None
         total = net.config.num_hidden_layers
         layer = total if layer is None else int(layer)
         if not 1 <= layer <= total:

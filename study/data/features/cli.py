@@ -1,61 +1,124 @@
-"""`avstudy features extract ...`: raw corpus -> dataset directory. Wired into study/cli.py."""
+"""`avstudy features extract ...`: raw corpus -> dataset directory. Wired into study/cli.py.
+
+Torch-free: the corpus flags come from the corpora table, the extractor choices from choices.py.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
-from study.data.corpora import CORPORA
+from study.data.corpora import CORPORA, all_options
+from study.data.features.choices import AUDIO, FACE_DETECTORS, VIDEO, describe
+
+if TYPE_CHECKING:
+    from study.data.features.extract import ExtractConfig
 
 
 def add_subparser(sub) -> None:
-    p = sub.add_parser("features", help="feature extraction from raw corpora (CREMA-D, MSP-IMPROV, IEMOCAP)")
+    p = sub.add_parser("features", help="feature extraction from raw corpora "
+                       f"({', '.join(CORPORA)})")
     fsub = p.add_subparsers(dest="features_cmd", required=True)
     e = fsub.add_parser("extract", help="scan a raw corpus, extract audio/video features, write a dataset",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("--corpus", required=True, choices=CORPORA)
-    e.add_argument("--root", required=True, help="raw corpus folder")
-    e.add_argument("--out", required=True, help="dataset directory to write (resumable)")
-    e.add_argument("--partition", help="CREMA-D label_consensus_N.csv / MSP-IMPROV labels_consensus_N.csv")
-    e.add_argument("--audio", default="wav2vec2", choices=["wav2vec2", "logmel", "none"])
-    e.add_argument("--audio-model", default="facebook/wav2vec2-large-robust",
-                   help="local directory or hub name of a wav2vec2-family model")
-    e.add_argument("--audio-layer", type=int, default=12,
-                   help="keep the first N transformer layers (VAVL: 12 of 24)")
-    e.add_argument("--video", default="efficientnet", choices=["efficientnet", "pixels", "none"])
-    e.add_argument("--video-weights", default="hub",
-                   help="efficientnet weights: 'hub' (timm pretrained), a local file, or 'none'")
-    e.add_argument("--video-fps", type=float, help="subsample video to at most this frame rate")
-    e.add_argument("--detect-every", type=int, default=1, help="run the face detector every k frames")
-    e.add_argument("--min-face", type=float, default=0.1,
+                        formatter_class=_HelpFormatter,
+                        description="Scan a raw corpus, extract frame-level audio/video features shard "
+                        "by shard (resumable; bad media is reported, not fatal) and write a dataset "
+                        "directory. See docs/corpora.md.")
+    _add_corpus_args(e)
+    _add_audio_args(e)
+    _add_video_args(e)
+    _add_run_args(e)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' where there is a default to show (not for None, nor for plain flags)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_corpus_args(e) -> None:
+    g = e.add_argument_group("corpus")
+    g.add_argument("--corpus", required=True, choices=list(CORPORA), help="which raw corpus layout")
+    g.add_argument("--root", required=True, help="raw corpus folder")
+    g.add_argument("--out", required=True, help="dataset directory to write (resumable)")
+    g.add_argument("--partition", help="label/partition file: " + "; ".join(
+        m.PARTITION for m in CORPORA.values()))
+    for flag, (opt, _names) in all_options().items():
+        kwargs = {"dest": _dest(opt.key), "default": opt.default, "help": opt.help}
+        if opt.flag_value is not None:
+            g.add_argument(flag, action="store_const", const=opt.flag_value, **kwargs)
+        else:
+            g.add_argument(flag, type=opt.type, choices=opt.choices, metavar=None if opt.choices
+                           else opt.key.upper(), **kwargs)
+
+
+def _add_audio_args(e) -> None:
+    g = e.add_argument_group("audio")
+    g.add_argument("--audio", default="wav2vec2", choices=list(AUDIO), help=describe(AUDIO))
+    g.add_argument("--audio-model", default="facebook/wav2vec2-large-robust",
+                   help="--audio wav2vec2: a local model directory, or a hub name (downloaded once "
+                   "into the Hugging Face cache; offline, use a local directory)")
+    g.add_argument("--audio-layer", type=int, default=12,
+                   help="--audio wav2vec2: keep the first N transformer layers (VAVL: 12 of 24)")
+
+
+def _add_video_args(e) -> None:
+    g = e.add_argument_group("video")
+    g.add_argument("--video", default="efficientnet", choices=list(VIDEO), help=describe(VIDEO))
+    g.add_argument("--video-weights", default="hub",
+                   help="--video efficientnet: 'hub' (timm's pretrained weights, downloaded once), a "
+                   "local checkpoint file, or 'none' (random init); --video landmarks: 'hub' (the "
+                   "packaged dlib model) or a shape-predictor .dat file")
+    g.add_argument("--face-detector", default="dlib", choices=list(FACE_DETECTORS),
+                   help=describe(FACE_DETECTORS))
+    g.add_argument("--face-model", help="--face-detector yunet: the YuNet ONNX file (required); "
+                   "haar: a cascade xml (default: OpenCV's frontal-face cascade)")
+    g.add_argument("--video-fps", type=float, help="subsample video to at most this frame rate "
+                   "(default: every frame)")
+    g.add_argument("--detect-every", type=int, default=1,
+                   help="run the face detector every k frames, holding the box between")
+    g.add_argument("--min-face", type=float, default=0.1,
                    help="smallest face side as a fraction of the frame's shorter side (larger: faster)")
-    e.add_argument("--seed", type=int, default=0, help="split seed when there is no partition file")
-    e.add_argument("--test-session", type=int, default=5, help="IEMOCAP: the held-out session")
-    e.add_argument("--keep-excited", action="store_true",
-                   help="IEMOCAP: do not merge excited into happy (excited is then dropped)")
-    e.add_argument("--iemocap-task", default="categorical", choices=["categorical", "dimensional"],
-                   help="IEMOCAP: dimensional keeps utterances outside the 4 classes")
-    e.add_argument("--target-labels", action="store_true",
-                   help="MSP-IMPROV: add the elicitation target emotion as a 4-class label")
-    e.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    e.add_argument("--shard-size", type=int, default=32, help="utterances per shard (resume unit)")
-    e.add_argument("--ray", action="store_true", help="run shards as Ray tasks (cluster or local)")
-    e.add_argument("--ray-address", help="Ray address (default: start or join a local instance)")
-    e.add_argument("--gpus-per-task", type=float, default=0.0,
+
+
+def _add_run_args(e) -> None:
+    g = e.add_argument_group("storage and execution")
+    g.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="feature storage type: float16 halves the size, float32 keeps full precision")
+    g.add_argument("--shard-size", type=int, default=32, help="utterances per shard (resume unit)")
+    g.add_argument("--workers", type=int, help="local shard processes run in parallel; 1 runs shards "
+                   "one after another in this process (default: one per CPU; 1 when the models run on a GPU)")
+    g.add_argument("--ray", action="store_true", help="run shards as Ray tasks (cluster or local) "
+                   "instead of local processes")
+    g.add_argument("--ray-address", help="with --ray: Ray address (default: start or join a local instance)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0,
                    help="with --ray: GPU share per shard task, e.g. 0.25")
-    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    e.add_argument("--threads", type=int, help="torch threads per process")
-    e.add_argument("--no-progress", action="store_true")
+    g.add_argument("--device", help="where models run: cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--threads", type=int, help="torch threads per process (default: CPUs / workers)")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def config_from_args(args) -> "ExtractConfig":
+def _dest(key: str) -> str:
+    return f"corpus_opt_{key}"
+
+
+def corpus_options_from_args(args) -> dict:
+    """{scan keyword: value} for the chosen corpus, from the flags its OPTIONS declare."""
+    return {opt.key: getattr(args, _dest(opt.key)) for opt in CORPORA[args.corpus].OPTIONS}
+
+
+def config_from_args(args) -> ExtractConfig:
     from study.data.features.extract import ExtractConfig
     return ExtractConfig(
         corpus=args.corpus, root=args.root, out=args.out, audio=args.audio, video=args.video,
         audio_model=args.audio_model, audio_layer=args.audio_layer, video_weights=args.video_weights,
-        partition=args.partition, seed=args.seed, test_session=args.test_session,
-        merge_excited=not args.keep_excited, task=args.iemocap_task,
-        target_labels=args.target_labels, video_fps=args.video_fps, detect_every=args.detect_every,
-        min_face=args.min_face,
-        dtype=args.dtype, shard_size=args.shard_size, ray=args.ray, ray_address=args.ray_address,
+        partition=args.partition, corpus_options=corpus_options_from_args(args),
+        face_detector=args.face_detector, face_model=args.face_model, video_fps=args.video_fps,
+        detect_every=args.detect_every, min_face=args.min_face, dtype=args.dtype,
+        shard_size=args.shard_size, workers=args.workers, ray=args.ray, ray_address=args.ray_address,
         gpus_per_task=args.gpus_per_task, device=args.device, threads=args.threads,
         progress=not args.no_progress)
 
@@ -63,15 +126,17 @@ def config_from_args(args) -> "ExtractConfig":
 def run(args) -> int:
     import pandas as pd
 
-    from study.data.dataset import describe, open_dataset
+    from study.data.dataset import describe as describe_dataset
+    from study.data.dataset import open_dataset
+    from study.data.features.audio import ModelUnavailable
     from study.data.features.extract import extract
     try:
         out = extract(config_from_args(args))
-    except ImportError as err:                     # a media extra that is not installed
-        print(f"avstudy features: error: {err}")
+    except (ImportError, ModelUnavailable) as err:   # a media extra not installed; a model offline
+        print(f"avstudy features: error: {err}", file=sys.stderr)
         return 2
     report = pd.read_csv(out / "extraction_report.csv")
-    print(f"wrote {out}: {describe(open_dataset(out))}")
+    print(f"wrote {out}: {describe_dataset(open_dataset(out))}")
     if len(report):
         print(f"{len(report)} problem(s) in {out / 'extraction_report.csv'}: "
               + ", ".join(f"{k}={v}" for k, v in report["modality"].value_counts().items()))

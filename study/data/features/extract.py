@@ -1,4 +1,4 @@
-"""Raw corpus -> dataset directory: scan, extract per shard (locally or as Ray tasks), merge.
+"""Raw corpus -> dataset directory: scan, extract per shard (local processes or Ray tasks), merge.
 
     OUT/shards/shard-00003.npz    float16 features of one shard's utterances ("a:<utt>", "v:<utt>")
     OUT/shards/shard-00003.json   its done list: per utterance, which modalities worked + problems
@@ -13,42 +13,43 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from study.data.corpora import corpus_targets, scan_corpus
+from study.data.corpora import check_options, corpus_targets, scan_corpus
+from study.data.features import choices
 from study.data.features.audio import MediaError, load_audio
 from study.data.features.video import FaceConfig, FaceCropper, read_frames
 from study.provenance import versions
 
 REPORT_COLUMNS = ["utt_id", "modality", "problem", "path"]
-_MEDIA_PACKAGES = ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile")
+_MEDIA_PACKAGES = ("torch", "transformers", "timm", "opencv-python-headless", "av", "soundfile",
+                   "opensmile", "dlib-bin", "face_recognition_models")
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    corpus: str
+    corpus: str                              # a key of study.data.corpora.CORPORA
     root: str
     out: str
-    audio: str = "wav2vec2"                  # wav2vec2 | logmel | none
-    video: str = "efficientnet"              # efficientnet | pixels | none
+    audio: str = "wav2vec2"                  # a key of choices.AUDIO
+    video: str = "efficientnet"              # a key of choices.VIDEO
     audio_model: str = "facebook/wav2vec2-large-robust"
     audio_layer: int | None = 12             # VAVL keeps 12 of the 24 layers
-    video_weights: str = "hub"               # hub | FILE | none (random init)
+    video_weights: str = "hub"               # efficientnet: hub | FILE | none; landmarks: hub | FILE
     partition: str | None = None
-    seed: int = 0                            # CREMA-D split without a partition file
-    test_session: int = 5                    # IEMOCAP
-    merge_excited: bool = True               # IEMOCAP
-    task: str = "categorical"                # IEMOCAP: categorical keeps the 4 classes only
-    target_labels: bool = False              # MSP-IMPROV: label = elicitation target emotion
+    corpus_options: dict = field(default_factory=dict)   # scan() keywords of the corpus (its OPTIONS)
+    face_detector: str = "dlib"              # a key of choices.FACE_DETECTORS
+    face_model: str | None = None            # yunet: ONNX file; haar: cascade xml (optional)
     video_fps: float | None = None           # subsample video to at most this rate
     detect_every: int = 1
     min_face: float = 0.1                    # smallest face side / shorter frame side
     dtype: str = "float16"
     shard_size: int = 32
+    workers: int | None = None               # local shard processes (None: one per CPU, 1 on a GPU)
     ray: bool = False
     ray_address: str | None = None
     gpus_per_task: float = 0.0               # Ray: GPU share per shard task (0: CPU tasks)
@@ -57,12 +58,8 @@ class ExtractConfig:
     progress: bool = True
 
     def scan_options(self) -> dict:
-        if self.corpus == "crema-d":
-            return {"seed": self.seed}
-        if self.corpus == "msp-improv":
-            return {"seed": self.seed, "target_labels": self.target_labels}
-        return {"test_session": self.test_session, "merge_excited": self.merge_excited,
-                "task": self.task}
+        """The corpus's scan() keywords: its defaults overlaid with corpus_options (checked)."""
+        return check_options(self.corpus, dict(self.corpus_options))
 
 
 # ----------------------------------------------------------------------------- extractors
@@ -77,7 +74,8 @@ def build_extractors(cfg: ExtractConfig) -> tuple[object | None, object | None]:
     key = (cfg.audio, cfg.audio_model, cfg.audio_layer, cfg.video, cfg.video_weights, device)
     if key not in _CACHE:
         _CACHE.clear()
-        _CACHE[key] = (_audio_extractor(cfg, device), _video_extractor(cfg, device))
+        _CACHE[key] = (_build(AUDIO_BUILDERS, "audio", cfg, device),
+                       _build(VIDEO_BUILDERS, "video", cfg, device))
     return _CACHE[key]
 
 
@@ -86,33 +84,78 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _audio_extractor(cfg: ExtractConfig, device: str):
-    from study.data.features.audio import LogMelExtractor, Wav2Vec2Extractor
+def _build(table: dict, modality: str, cfg: ExtractConfig, device: str):
+    name = getattr(cfg, modality)
+    if name not in table:
+        raise ValueError(f"--{modality} {name!r}: choose one of {sorted(table)}")
+    return table[name](cfg, device)
+
+
+def _wav2vec2(cfg: ExtractConfig, device: str):
+    from study.data.features.audio import Wav2Vec2Extractor
+    return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device)
+
+
+def _logmel(cfg: ExtractConfig, device: str):
+    from study.data.features.audio import LogMelExtractor
+    return LogMelExtractor(device=device)
+
+
+def _opensmile(feature_set: str):
+    def build(cfg: ExtractConfig, device: str):
+        from study.data.features.audio import OpenSmileExtractor
+        return OpenSmileExtractor(feature_set)
+    return build
+
+
+def _efficientnet(cfg: ExtractConfig, device: str):
+    from study.data.features.video import EfficientNetExtractor
+    return EfficientNetExtractor(cfg.video_weights, device)
+
+
+def _pixels(cfg: ExtractConfig, device: str):
+    from study.data.features.video import PixelExtractor
+    return PixelExtractor()
+
+
+def _landmarks(cfg: ExtractConfig, device: str):
+    from study.data.features.video import LandmarkExtractor
+    return LandmarkExtractor(None if cfg.video_weights in ("hub", "none") else cfg.video_weights)
+
+
+# name -> builder(cfg, device); the names and their help live in choices.py (torch-free)
+AUDIO_BUILDERS = {"wav2vec2": _wav2vec2, "logmel": _logmel, "egemaps": _opensmile("egemaps"),
+                  "compare": _opensmile("compare"), "none": lambda cfg, device: None}
+VIDEO_BUILDERS = {"efficientnet": _efficientnet, "pixels": _pixels, "landmarks": _landmarks,
+                  "none": lambda cfg, device: None}
+assert set(AUDIO_BUILDERS) == set(choices.AUDIO) and set(VIDEO_BUILDERS) == set(choices.VIDEO)
+
+
+def face_config(cfg: ExtractConfig) -> FaceConfig:
+    return FaceConfig(detector=cfg.face_detector, model=cfg.face_model,
+                      detect_every=cfg.detect_every, min_size_frac=cfg.min_face)
+
+
+def preflight(cfg: ExtractConfig) -> None:
+    """Errors a shard would hit, raised once before any shard starts (bad names, offline models)."""
+    from study.data.features.audio import check_audio_model
+    for modality, table in (("audio", AUDIO_BUILDERS), ("video", VIDEO_BUILDERS)):
+        if getattr(cfg, modality) not in table:
+            raise ValueError(f"--{modality} {getattr(cfg, modality)!r}: choose one of {sorted(table)}")
     if cfg.audio == "wav2vec2":
-        return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device)
-    if cfg.audio == "logmel":
-        return LogMelExtractor(device=device)
-    if cfg.audio == "none":
-        return None
-    raise ValueError(f"--audio {cfg.audio!r}: choose wav2vec2, logmel or none")
-
-
-def _video_extractor(cfg: ExtractConfig, device: str):
-    from study.data.features.video import EfficientNetExtractor, PixelExtractor
-    if cfg.video == "efficientnet":
-        return EfficientNetExtractor(cfg.video_weights, device)
-    if cfg.video == "pixels":
-        return PixelExtractor()
-    if cfg.video == "none":
-        return None
-    raise ValueError(f"--video {cfg.video!r}: choose efficientnet, pixels or none")
+        check_audio_model(cfg.audio_model)
+    if cfg.video != "none":
+        FaceCropper(face_config(cfg))                 # detector missing / model file absent
 
 
 def fingerprint(cfg: ExtractConfig) -> dict:
     """What must match for shards of an earlier run to be reused."""
     keys = ("corpus", "audio", "video", "audio_model", "audio_layer", "video_weights",
             "video_fps", "detect_every", "min_face", "dtype")
-    return {k: getattr(cfg, k) for k in keys}
+    out = {k: getattr(cfg, k) for k in keys}
+    if cfg.video != "none":
+        out |= {"face_detector": cfg.face_detector, "face_model": cfg.face_model}
+    return out
 
 
 # ----------------------------------------------------------------------------- one shard
@@ -124,12 +167,15 @@ def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
         import torch
         torch.set_num_threads(cfg.threads)
     audio_x, video_x = build_extractors(cfg)
-    cropper = FaceCropper(FaceConfig(detect_every=cfg.detect_every,
-                                         min_size_frac=cfg.min_face)) if video_x else None
+    cropper = FaceCropper(face_config(cfg)) if video_x else None
     arrays, done, problems = {}, {}, []
     waves = _decode_audio(rows, audio_x, problems)                       # utt -> (N,)
     if audio_x is not None and waves:
         for utt, feats in zip(waves, audio_x(list(waves.values()))):
+            if len(feats) == 0 or not np.isfinite(feats).all():
+                problems.append([utt, "audio", f"the extractor gave {len(feats)} frames or non-finite "
+                                 "values", next(r["audio_path"] for r in rows if r["utt_id"] == utt)])
+                continue
             arrays[f"a:{utt}"] = feats.astype(cfg.dtype)
     for row in rows:
         fps = _video_one(cfg, row, cropper, video_x, arrays, problems) if video_x else None
@@ -138,7 +184,8 @@ def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
     record = {"fingerprint": fingerprint(cfg), "utterances": done, "problems": problems,
               "dims": {"audio": getattr(audio_x, "dim", None), "video": getattr(video_x, "dim", None)},
               "extractors": {"audio": getattr(audio_x, "name", None),
-                             "video": getattr(video_x, "name", None)}}
+                             "video": getattr(video_x, "name", None)},
+              "rates": {"audio": getattr(audio_x, "rate_hz", None)}}
     _atomic_npz(shard.with_suffix(".npz"), arrays)
     _atomic_text(shard.with_suffix(".json"), json.dumps(record))
     return record
@@ -229,16 +276,71 @@ def _missing(v) -> bool:
 
 
 def run_shards(cfg: ExtractConfig, plan: list[tuple[str, list[dict]]], shard_dir: Path) -> None:
+    """Run every planned shard: Ray tasks (--ray), local processes (workers > 1) or in-process."""
     from tqdm import tqdm
     bar = tqdm(total=sum(len(r) for _, r in plan), unit="utt", desc=f"extract {cfg.corpus}",
                disable=not cfg.progress)
+    workers = resolve_workers(cfg, len(plan))
     if cfg.ray:
         _run_ray(cfg, plan, shard_dir, bar)
+    elif workers > 1:
+        _run_processes(cfg, plan, shard_dir, bar, workers)
     else:
         for name, rows in plan:
             extract_shard(cfg, rows, shard_dir / name)
             bar.update(len(rows))
     bar.close()
+
+
+def resolve_workers(cfg: ExtractConfig, n_shards: int) -> int:
+    """Local shard processes: cfg.workers, else one per usable CPU (one on a GPU, which batches);
+    never more than shards."""
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ValueError(f"--workers {cfg.workers}: give 1 (in-process) or more")
+    if cfg.workers is None and (cfg.device or _default_device()).startswith("cuda"):
+        return 1
+    n = cfg.workers or _cpu_count()
+    return max(1, min(n, n_shards))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                 # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_processes(cfg: ExtractConfig, plan, shard_dir: Path, bar, workers: int) -> None:
+    """Shards over `workers` fresh processes, each with cpus/workers torch threads.
+
+    Workers fork from a fresh forkserver that imported this module once (torch included), so the
+    import is paid once, not per worker, and no worker inherits this process's threads; "spawn"
+    where there is no forkserver.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    threads = cfg.threads or max(1, _cpu_count() // workers)
+    task_cfg = ExtractConfig(**{**asdict(cfg), "threads": threads, "progress": False})
+    with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+        pending = {pool.submit(extract_shard, task_cfg, rows, shard_dir / name): len(rows)
+                   for name, rows in plan}
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_EXCEPTION)
+            for fut in done:
+                n = pending.pop(fut)
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()                  # a shard's unexpected error, as raised
+                bar.update(n)
+
+
+def _mp_context():
+    import multiprocessing as mp
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _run_ray(cfg: ExtractConfig, plan, shard_dir: Path, bar) -> None:
@@ -303,11 +405,11 @@ def _dims(records: dict) -> dict[str, int]:
 
 def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
           n_problems: int) -> dict:
-    from study.data.features.audio import SAMPLE_RATE
     classes, dimensions = corpus_targets(cfg.corpus, manifest)
     fps = [s["fps"] for rec in records.values() for s in rec["utterances"].values() if s["fps"]]
     names = next(iter(records.values()))["extractors"] if records else {}
-    audio_rate = SAMPLE_RATE / 320 if cfg.audio != "none" else None
+    rates = {rec.get("rates", {}).get("audio") for rec in records.values()} - {None}
+    audio_rate = (rates.pop() if len(rates) == 1 else 50.0) if cfg.audio != "none" else None
     return {
         "name": cfg.corpus, "classes": classes, "dimensions": dimensions,
         "audio": {"dim": dims["audio"], "rate_hz": audio_rate, "extractor": names.get("audio") or "none",
@@ -315,6 +417,8 @@ def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
         "video": {"dim": dims["video"], "rate_hz": float(np.median(fps)) if fps else None,
                   "extractor": names.get("video") or "none", "dtype": cfg.dtype},
         "provenance": {"source": "features extract", "config": asdict(cfg),
+                       "extractors": {"audio": cfg.audio, "video": cfg.video,
+                                      "face_detector": cfg.face_detector if cfg.video != "none" else None},
                        "versions": versions(_MEDIA_PACKAGES), "problems": n_problems,
                        "report": "extraction_report.csv"},
     }
@@ -332,5 +436,7 @@ def extract(cfg: ExtractConfig) -> Path:
     shard_dir = Path(cfg.out) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_shards(manifest, load_done(shard_dir, cfg), cfg.shard_size)
+    if plan:
+        preflight(cfg)
     run_shards(cfg, plan, shard_dir)
     return merge(cfg, manifest, shard_dir)

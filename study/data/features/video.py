@@ -1,4 +1,4 @@
-"""Video: decoding frames (PyAV), face crops (OpenCV Haar cascade) and two frame-level extractors.
+"""Video: decoding frames (PyAV), face crops (a DETECTORS entry) and frame-level extractors.
 
 - `PixelExtractor`: resized grey pixels + per-channel colour histograms of the face crop (no weights).
 - `EfficientNetExtractor`: timm `efficientnet_b2` pooled features (1408-d), weights from the hub,
@@ -58,24 +58,87 @@ def read_frames(path: str | Path, start: float | None = None, end: float | None 
 
 @dataclass(frozen=True)
 class FaceConfig:
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
+    detector: str = "dlib"         # a key of DETECTORS
+    model: str | None = None       # yunet: the ONNX file (required); haar: a cascade xml (optional)
+    scale_factor: float = 1.1      # haar
+    min_neighbors: int = 5         # haar
+    score_threshold: float = 0.6   # yunet
     min_size_frac: float = 0.1     # smallest face side, as a fraction of the frame's shorter side
     detect_width: int = 320        # frames wider than this are downscaled for detection
     detect_every: int = 1          # run the detector on every k-th frame, hold the box between
     margin: float = 0.15           # crop grows by this fraction of the box on each side
 
 
-class FaceCropper:
-    """Largest Haar-cascade face per frame; frames without a detection reuse the nearest box."""
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal-face detector: compiled into dlib, no model file."""
 
-    def __init__(self, cfg: FaceConfig = FaceConfig(), cascade: str | None = None):
+    def __init__(self, cfg: FaceConfig):
+        try:
+            import dlib
+        except ImportError as err:
+            raise ImportError("--face-detector dlib needs dlib: pip install 'avstudy[media]' "
+                              "(dlib-bin)") from err
+        self.detector = dlib.get_frontal_face_detector()
+
+    def __call__(self, grey: np.ndarray, bgr: np.ndarray, min_side: int) -> list:
+        upsample = 1 if min_side < 64 else 0      # the HOG window sees faces of about 80 px
+        rects = self.detector(grey, upsample)
+        return [(r.left(), r.top(), r.width(), r.height()) for r in rects]
+
+
+class YuNetDetector:
+    """OpenCV's FaceDetectorYN (YuNet, OpenCV 4.5.4+ and 5) on a user-supplied ONNX file."""
+
+    def __init__(self, cfg: FaceConfig):
         import cv2
-        self.cv2, self.cfg = cv2, cfg
-        path = cascade or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        if not cfg.model:
+            raise ValueError("--face-detector yunet reads a YuNet ONNX file (OpenCV zoo's "
+                             "face_detection_yunet_2023mar.onnx): pass it with --face-model FILE")
+        if not Path(cfg.model).is_file():
+            raise FileNotFoundError(f"--face-model {cfg.model}: no such file")
+        self.net = cv2.FaceDetectorYN.create(str(cfg.model), "", (320, 320), cfg.score_threshold)
+
+    def __call__(self, grey: np.ndarray, bgr: np.ndarray, min_side: int) -> list:
+        self.net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, faces = self.net.detect(bgr)                       # (n, 15): box, 5 landmarks, score
+        return [] if faces is None else [tuple(int(round(v)) for v in f[:4]) for f in faces]
+
+
+class HaarDetector:
+    """OpenCV's Haar cascade: only where OpenCV < 5 is installed (5.x removed CascadeClassifier)."""
+
+    def __init__(self, cfg: FaceConfig):
+        import cv2
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+            raise ImportError(f"--face-detector haar needs OpenCV 4 (CascadeClassifier and its "
+                              f"cascade files); OpenCV {cv2.__version__} has none. Use "
+                              "--face-detector dlib (the default), or yunet with --face-model FILE")
+        self.cfg = cfg
+        path = cfg.model or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
         self.detector = cv2.CascadeClassifier(path)
         if self.detector.empty():
             raise FileNotFoundError(f"cannot load Haar cascade {path}")
+
+    def __call__(self, grey: np.ndarray, bgr: np.ndarray, min_side: int) -> list:
+        return list(self.detector.detectMultiScale(grey, scaleFactor=self.cfg.scale_factor,
+                                                   minNeighbors=self.cfg.min_neighbors,
+                                                   minSize=(min_side, min_side)))
+
+
+DETECTORS = {"dlib": DlibDetector, "yunet": YuNetDetector, "haar": HaarDetector}
+
+
+class FaceCropper:
+    """Largest detected face per frame; frames without a detection reuse the nearest box."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig(), cascade: str | None = None):
+        import cv2
+        if cascade is not None:                                   # the Haar path's old keyword
+            cfg = FaceConfig(**{**cfg.__dict__, "detector": "haar", "model": cascade})
+        if cfg.detector not in DETECTORS:
+            raise ValueError(f"--face-detector {cfg.detector!r}: choose one of {sorted(DETECTORS)}")
+        self.cv2, self.cfg = cv2, cfg
+        self.detector = DETECTORS[cfg.detector](cfg)
 
     def boxes(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) -> (T, 4) int boxes x, y, w, h; MediaError when no frame has a face."""
@@ -92,16 +155,21 @@ class FaceCropper:
 
     def _detect(self, frame: np.ndarray) -> np.ndarray | None:
         cv2, cfg = self.cv2, self.cfg
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, cfg.detect_width / grey.shape[1])
+        scale = min(1.0, cfg.detect_width / frame.shape[1])
         if scale < 1.0:
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        bgr = np.ascontiguousarray(frame[..., ::-1])
         side = max(int(cfg.min_size_frac * min(grey.shape)), 16)
-        faces = self.detector.detectMultiScale(grey, scaleFactor=cfg.scale_factor,
-                                               minNeighbors=cfg.min_neighbors, minSize=(side, side))
-        if len(faces) == 0:
+        faces = [f for f in self.detector(grey, bgr, side) if min(f[2], f[3]) >= side]
+        if not faces:
             return None
         x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
+        H, W = grey.shape
+        x, y = max(x, 0), max(y, 0)
+        w, h = min(w, W - x), min(h, H - y)
+        if w <= 0 or h <= 0:
+            return None
         return np.round(np.array([x, y, w, h]) / scale).astype(int)
 
     def crops(self, frames: np.ndarray, size: int) -> np.ndarray:
@@ -177,3 +245,48 @@ class EfficientNetExtractor:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
                 out.append(self.net(x).float().cpu().numpy())                    # (b, D)
         return np.concatenate(out)                                               # (T, D)
+
+
+class LandmarkExtractor:
+    """dlib's 68-point face landmarks on each crop: (x, y) in crop units, 136-d per frame.
+
+    The shape model is `shape_predictor_68_face_landmarks.dat` from the `face_recognition_models`
+    package (pip, no download at run time), or a .dat file passed as `model`. The face box given
+    to the predictor is the detector's box inside the crop, i.e. the crop less its `margin`.
+    """
+
+    POINTS = 68
+
+    def __init__(self, model: str | None = None, margin: float = 0.15, crop_size: int = 128):
+        try:
+            import dlib
+        except ImportError as err:
+            raise ImportError("--video landmarks needs dlib: pip install 'avstudy[media]'") from err
+        path = Path(model) if model else packaged_shape_model()
+        if not path.is_file():
+            raise FileNotFoundError(f"--video-weights {path}: no such dlib shape-predictor file")
+        self.dlib, self.predictor = dlib, dlib.shape_predictor(str(path))
+        self.crop_size, self.margin = crop_size, margin
+        self.dim = 2 * self.POINTS
+        self.name = f"dlib-landmarks68:{path.name}"
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        S = crops.shape[1]
+        lo = int(round(S * self.margin / (1 + 2 * self.margin)))
+        box = self.dlib.rectangle(lo, lo, S - 1 - lo, S - 1 - lo)
+        out = np.empty((len(crops), self.dim), np.float32)
+        for t, crop in enumerate(crops):
+            shape = self.predictor(np.ascontiguousarray(crop), box)
+            out[t] = np.array([(p.x, p.y) for p in shape.parts()], np.float32).reshape(-1) / S
+        return out                                                           # (T, 136)
+
+
+def packaged_shape_model() -> Path:
+    """shape_predictor_68_face_landmarks.dat inside the face_recognition_models package."""
+    import importlib.util
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("--video landmarks needs the face_recognition_models package (it ships "
+                          "dlib's 68-point model): pip install 'avstudy[media]', or pass a .dat "
+                          "file with --video-weights")
+    return Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
