@@ -18,14 +18,18 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from reports.build import write_index, write_report
+    from reports.load import StudyError
 
     if bool(args.index) == bool(args.study_dir):
         print("avstudy report: give either STUDY_DIR or --index ROOT", file=sys.stderr)
         return 2
     try:
         path = write_index(args.index, args.out) if args.index else write_report(args.study_dir, args.out)
-    except (FileNotFoundError, OSError) as e:
-        print(f"avstudy report: {e}", file=sys.stderr)
+    except StudyError as e:  # no such directory, not a study, or a broken one
+        print(f"avstudy report: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the output cannot be written
+        print(f"avstudy report: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(path)
     return 0

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.tables import log_scale
+from reports.tables import family_axis, log_scale
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -49,41 +49,94 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def heatmaps(data: dict[str, pd.DataFrame], metric: str):
-    """One heatmap per fusion strategy: rows = train missing rate, columns = test condition."""
+def _data_label(key, dims) -> str:
+    """"r=0.5" or "r=0.5 · audio_only_share=0.3" for a data-condition index value."""
+    vals = key if isinstance(key, tuple) else (key,)
+    names = ["r" if d == "train_missing_rate" else d for d in dims]
+    return " · ".join(f"{n}={v:g}" if isinstance(v, (int, float)) else f"{n}={_t(v)}" for n, v in zip(names, vals))
+
+
+def heatmaps(data: dict[str, pd.DataFrame], metric: str, realised: dict | None = None,
+             dims=("train_missing_rate",)):
+    """One heatmap per fusion strategy: rows = data condition (r), columns = test condition."""
     go = _go()
     names = list(data)
+    realised = realised or {}
     fig = _subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     vals = np.concatenate([d.to_numpy().ravel() for d in data.values()])
     zmin, zmax = float(np.nanmin(vals)), float(np.nanmax(vals))
     for i, (name, d) in enumerate(data.items(), start=1):
         z = d.to_numpy()
         text = [[("" if math.isnan(v) else f"{v:.3f}") for v in row] for row in z]
-        fig.add_trace(go.Heatmap(z=z, x=[_t(c) for c in d.columns], y=[f"r={r:g}" for r in d.index], text=text,
+        share = realised.get(name, pd.Series(dtype=float))
+        ylab = [_data_label(k, dims) + (f" (unpaired {share[k]:.2f})" if k in share.index and pd.notna(share[k])
+                                        else "") for k in d.index]
+        fig.add_trace(go.Heatmap(z=z, x=[_t(c) for c in d.columns], y=ylab, text=text,
                                  texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis",
                                  showscale=i == 1, colorbar=dict(title=_t(metric)),
-                                 hovertemplate="train %{y}<br>%{x}: %{z:.4f}<extra>" + _t(name) + "</extra>"), row=i, col=1)
+                                 hovertemplate="train %{y}<br>%{x}: %{z:.4f}<extra>" + _t(name) + "</extra>"),
+                      row=i, col=1)
         fig.update_yaxes(title_text=f"<b>{_t(name)}</b>", autorange="reversed", row=i, col=1)
     n_rows = sum(len(d) for d in data.values())
-    return _layout(fig, f"{metric} by train missing rate (r) x test condition", height=140 + 34 * n_rows + 30 * len(names))
+    return _layout(fig, f"{metric} by data condition (r = share of unpaired training data) x test condition",
+                   height=140 + 34 * n_rows + 30 * len(names), margin=dict(l=200, r=30, t=60, b=50))
 
 
-def robustness_curves(df: pd.DataFrame, metric: str):
+def robustness_curves(df: pd.DataFrame, metric: str, families=None):
+    """One panel per condition family: metric vs level, one line (+ CI band from 3 runs) per strategy."""
     go = _go()
-    fig = go.Figure()
+    fams = list(families or dict.fromkeys(df["family"]))
+    cols = 1 if len(fams) == 1 else 2
+    rows = math.ceil(len(fams) / cols)
+    fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(f) for f in fams], vertical_spacing=0.3 / rows,
+                    horizontal_spacing=0.1)
     colors = _colors(df["fusion"])
-    for fusion, g in df.groupby("fusion", sort=True):
-        c = colors[str(fusion)]
-        x = g["test_missing_rate"].tolist()
-        if g["n"].min() >= 3:  # a t-interval from 2 runs spans most of the axis: no band then
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=g["hi"].tolist() + g["lo"].tolist()[::-1], fill="toself",
-                                     fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
-                                     showlegend=False, legendgroup=_t(fusion)))
-        fig.add_trace(go.Scatter(x=x, y=g["mean"], mode="lines+markers", name=_t(fusion), line=dict(color=c),
-                                 legendgroup=_t(fusion), customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
-                                 hovertemplate="%{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}] n=%{customdata[2]}"))
-    return _layout(fig, f"{metric} vs test missing rate (mean, 95% CI band where n >= 3)", xaxis_title="test missing rate",
-                   yaxis_title=_t(metric))
+    for i, fam in enumerate(fams):
+        r, c = i // cols + 1, i % cols + 1
+        for fusion, g in df[df["family"] == fam].groupby("fusion", sort=True):
+            _curve(fig, go, g, str(fusion), colors[str(fusion)], first=i == 0, row=r, col=c)
+        fig.update_xaxes(title_text=_t(family_axis(fam)), row=r, col=c)
+        fig.update_yaxes(title_text=_t(metric), row=r, col=c)
+        if fam.startswith("noise"):
+            fig.update_xaxes(autorange="reversed", row=r, col=c)  # harder to the right, as for the others
+    return _layout(fig, f"{metric} vs each family's level (mean, 95% CI band where n >= 3)",
+                   height=120 + 330 * rows)
+
+
+def _curve(fig, go, g: pd.DataFrame, fusion: str, c: str, first: bool, row: int, col: int) -> None:
+    x = g["level"].tolist()
+    if g["n"].min() >= 3:  # a t-interval from 2 runs spans most of the axis: no band then
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=g["hi"].tolist() + g["lo"].tolist()[::-1], fill="toself",
+                                 mode="lines", fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, legendgroup=_t(fusion)), row=row, col=col)
+    fig.add_trace(go.Scatter(x=x, y=g["mean"], mode="lines+markers", name=_t(fusion), line=dict(color=c),
+                             legendgroup=_t(fusion), showlegend=first,
+                             customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
+                             hovertemplate="%{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}] "
+                                           "n=%{customdata[2]}"), row=row, col=col)
+
+
+def condition_bars(df: pd.DataFrame, metric: str, dims):
+    """Per data condition (one row of panels): each strategy's shown score per test condition; the
+    strategy dev chose for a condition has a black outline."""
+    go = _go()
+    keys = list(dict.fromkeys(zip(*[df[d] for d in dims]))) if dims else [()]
+    fig = _subplots(rows=len(keys), cols=1, subplot_titles=[_data_label(k, dims) for k in keys],
+                    vertical_spacing=min(0.3, 0.4 / max(len(keys), 1)) if len(keys) > 1 else 0.1)
+    colors = _colors(df["fusion"])
+    for i, key in enumerate(keys, start=1):
+        sub = df[np.logical_and.reduce([df[d] == v for d, v in zip(dims, key)])] if dims else df
+        for fusion, g in sub.groupby("fusion", sort=True):
+            fig.add_trace(go.Bar(x=[_t(c) for c in g["condition"]], y=g["shown"], name=_t(fusion),
+                                 legendgroup=_t(fusion), showlegend=i == 1, marker_color=colors[str(fusion)],
+                                 marker_line=dict(width=np.where(g["winner"], 2.5, 0), color="#000"),
+                                 customdata=np.stack([g["dev"], g["shown_split"]], axis=1),
+                                 hovertemplate="%{x}: %{y:.4f} (%{customdata[1]})<br>dev %{customdata[0]:.4f}"),
+                          row=i, col=1)
+        fig.update_yaxes(title_text=_t(metric), row=i, col=1)
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"{metric} per test condition, each strategy's dev-selected configuration "
+                        "(outline: the strategy dev chose)", height=140 + 360 * len(keys))
 
 
 def pareto(df: pd.DataFrame, metric: str):
@@ -94,16 +147,19 @@ def pareto(df: pd.DataFrame, metric: str):
     for i, (fusion, g) in enumerate(df.groupby("fusion", sort=True)):
         fig.add_trace(go.Scatter(x=g["av"], y=g["worst_single"], mode="markers", name=_t(fusion),
                                  text=[_t(t) for t in g["trial_id"]], customdata=wt.loc[g.index],
-                                 marker=dict(symbol=SYMBOLS[i % len(SYMBOLS)], size=size.loc[g.index], color=wt.loc[g.index],
+                                 marker=dict(symbol=SYMBOLS[i % len(SYMBOLS)], size=size.loc[g.index],
+                                             color=wt.loc[g.index],
                                              coloraxis="coloraxis", line=dict(width=0.5, color="#333")),
-                                 hovertemplate="%{text}<br>av %{x:.4f}<br>worst single %{y:.4f}<br>%{customdata:.1f} min"))
+                                 hovertemplate="%{text}<br>av %{x:.4f}<br>worst single %{y:.4f}"
+                                               "<br>%{customdata:.1f} min"))
     front = df[df["on_front"]].sort_values("av")
     fig.add_trace(go.Scatter(x=front["av"], y=front["worst_single"], mode="lines", name="Pareto front",
                              line=dict(color="#d62728", dash="dot")))
     fig.update_layout(coloraxis=dict(colorscale="Cividis", colorbar=dict(title="wall min", x=1.12)),
                       legend=dict(x=1.0, y=1.0, xanchor="left"))
     return _layout(fig, "Full-modality vs worst single-modality score (size/colour: wall time)",
-                   height=480, xaxis_title=f"{_t(metric)} (av)", yaxis_title=f"{_t(metric)} (min of audio-only, video-only)")
+                   height=480, xaxis_title=f"{_t(metric)} (av)",
+                   yaxis_title=f"{_t(metric)} (min of audio-only, video-only)")
 
 
 def importance(table: pd.DataFrame, objective_col: str):
@@ -162,7 +218,8 @@ def history(df: pd.DataFrame, objective_name: str, maximize: bool):
     for fusion, g in df.groupby("fusion", sort=True):
         stopped = g["status"] == "early_stopped"
         fig.add_trace(go.Scatter(x=g["order"], y=g["value"], mode="markers", name=_t(fusion),
-                                 text=[_t(t) + (" (early-stopped)" if s else "") for t, s in zip(g["trial_id"], stopped)],
+                                 text=[_t(t) + (" (early-stopped)" if s else "")
+                                       for t, s in zip(g["trial_id"], stopped)],
                                  marker=dict(color=colors[str(fusion)], size=6, opacity=0.7,
                                              symbol=np.where(stopped, "x", "circle")),
                                  hovertemplate="#%{x} %{text}<br>%{y:.4f}<extra></extra>"))
@@ -182,7 +239,8 @@ def learning_curves(df: pd.DataFrame, column: str):
         fig.add_trace(go.Scatter(x=g["epoch"], y=g["value"], mode="lines+markers",
                                  name=_t(g["label"].iloc[0]) + (" [early-stopped]" if stopped else ""),
                                  line=dict(color=color, dash="dash" if stopped else "solid", width=1.5),
-                                 marker=dict(size=[0] * (n - 1) + [10], symbol="x" if stopped else "circle", color=color)))
+                                 marker=dict(size=[0] * (n - 1) + [10], symbol="x" if stopped else "circle",
+                                             color=color)))
     fig = _layout(fig, "Learning curves (dashed grey, x at the last epoch: early-stopped)", height=460,
                   xaxis_title="epoch", yaxis_title=_t(column))
     fig.update_xaxes(dtick=max(1, int(df["epoch"].max()) // 10) if len(df) else 1)  # whole epochs
@@ -194,7 +252,8 @@ def confusions(data: dict[str, np.ndarray], classes) -> object:
     names = list(data)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(n) for n in names], horizontal_spacing=0.08, vertical_spacing=0.14)
+    fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(n) for n in names], horizontal_spacing=0.08,
+                    vertical_spacing=0.14)
     labels = [_t(c) for c in classes]
     for i, (_name, m) in enumerate(data.items()):
         fig.add_trace(go.Heatmap(z=m, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
@@ -240,7 +299,8 @@ def seed_variance(df: pd.DataFrame, metric: str, sort_by: str = "av"):
                                               arrayminus=g["mean"] - g["lo"])), row=1, col=j)
         ys = [lab for lab, vals in zip(g["label"], g["values"]) for _ in vals]
         xs = [v for vals in g["values"] for v in vals]
-        fig.add_trace(go.Scatter(y=ys, x=xs, mode="markers", showlegend=False, hovertemplate="single run: %{x:.4f}<extra></extra>",
+        fig.add_trace(go.Scatter(y=ys, x=xs, mode="markers", showlegend=False,
+                                 hovertemplate="single run: %{x:.4f}<extra></extra>",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)", symbol="circle-open")), row=1, col=j)
     fig.update_yaxes(categoryorder="array", categoryarray=key)
     return _layout(fig, f"{metric} over seeds (dot: mean, bar: 95% bootstrap CI, rings: single runs)",
@@ -253,6 +313,7 @@ def study_bars(df: pd.DataFrame, metric: str):
     fig = go.Figure()
     conds = [c for c in df.columns if c != "study"]
     for i, cond in enumerate(conds):
-        fig.add_trace(go.Bar(x=[_t(s) for s in df["study"]], y=df[cond], name=_t(cond), marker_color=PALETTE[i % len(PALETTE)]))
+        fig.add_trace(go.Bar(x=[_t(s) for s in df["study"]], y=df[cond], name=_t(cond),
+                             marker_color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(barmode="group")
     return _layout(fig, f"Best configuration of each study ({metric})", yaxis_title=_t(metric))

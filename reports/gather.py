@@ -1,27 +1,40 @@
-"""Pure data functions behind each plot: DataFrames in, small DataFrames/arrays out (no plotly)."""
+"""Pure data functions behind each plot: DataFrames in, small DataFrames/arrays out (no plotly).
+
+Every "best configuration" is chosen on dev (the rerun stage's mean over seeds, or the search stage
+when there was no rerun) and never on test; `pick` returns the chosen configurations together with
+the rows shown for them: their final-stage test rows when the final stage covers all of them."""
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from reports.load import Context
 from reports.stats import bootstrap_ci, paired_test, t_interval
-from reports.tables import condition_order, objective, param_columns, trials
+from reports.tables import (
+    condition_value,
+    config_ids,
+    data_dimensions,
+    objective,
+    param_columns,
+    param_label,
+    scores,
+    selection_split,
+    summary_conditions,
+    trial_setting,
+    trials,
+    with_data_dimensions,
+    with_families,
+)
 
 SINGLE = ("audio_only", "video_only")
 
 
 def _stage_rows(results: pd.DataFrame, stage: str, split: str) -> pd.DataFrame:
     return results[(results["stage"] == stage) & (results["split"] == split) & results["condition"].notna()]
-
-
-def config_ids(tr: pd.DataFrame) -> pd.Series:
-    """A configuration = a search trial; re-runs and finals belong to their parent's configuration."""
-    parent = tr["parent_trial_id"] if "parent_trial_id" in tr else pd.Series(None, index=tr.index)
-    return parent.where(parent.notna() & (tr["stage"] != "search"), tr["trial_id"]).astype(str)
 
 
 def config_scores(results: pd.DataFrame, ctx: Context, stage: str, split: str) -> pd.DataFrame:
@@ -36,13 +49,17 @@ def config_scores(results: pd.DataFrame, ctx: Context, stage: str, split: str) -
 
 def best_configs(results: pd.DataFrame, ctx: Context, stage: str, split: str,
                  by: tuple[str, ...] = ("fusion", "train_missing_rate")) -> pd.DataFrame:
-    """The configuration with the best mean objective in each group of `by`, with its trial ids."""
+    """The configuration with the best mean objective in each group of `by` (one overall when
+    `by` is empty), with its trial ids in that stage."""
     t = config_scores(results, ctx, stage, split)
     if t.empty:
         return pd.DataFrame(columns=[*by, "config_id", "objective", "n", "trial_ids"])
     cfg = t.groupby("config_id").agg(**{b: (b, "first") for b in by}, objective=("objective", "mean"),
                                      n=("objective", "size"), trial_ids=("trial_id", list))
-    cfg = cfg.reset_index().sort_values("objective", ascending=not ctx.maximize, kind="stable")
+    cfg = cfg.reset_index().sort_values(["objective", "config_id"], ascending=[not ctx.maximize, True],
+                                        kind="stable")
+    if not by:
+        return cfg.head(1).reset_index(drop=True)
     return cfg.drop_duplicates(list(by)).sort_values(list(by)).reset_index(drop=True)
 
 
@@ -51,45 +68,112 @@ def rows_of(results: pd.DataFrame, trial_ids, stage: str, split: str) -> pd.Data
     return rows[rows["trial_id"].isin(set(trial_ids))]
 
 
+@dataclass(frozen=True)
+class Pick:
+    """Configurations chosen on dev, and the rows shown for them."""
+
+    select: tuple[str, str]  # (stage, split) the choice was made on: ("rerun"|"search", "dev")
+    show: tuple[str, str]  # (stage, split) of `rows`: ("final", "test") when it covers every choice
+    best: pd.DataFrame  # one row per group: by..., config_id, objective (dev mean), n, trial_ids
+    rows: pd.DataFrame  # every condition's rows of the chosen configurations, on `show`
+    why: str = ""  # why `show` is not final/test, when it is not
+
+    def note(self, ctx: Context, what: str = "each strategy's best configuration") -> str:
+        how = "mean over seeds" if self.select[0] == "rerun" else "one trial per configuration"
+        obj = f"{ctx.condition} {ctx.metric}"
+        text = (f"Selected on: {self.select[0]} stage, {self.select[1]} split ({what}, by {obj}, {how}). "
+                f"Shown: {self.show[0]} stage, {self.show[1]} split")
+        return text + (f" ({self.why})." if self.why else ".")
+
+
+def pick(results: pd.DataFrame, ctx: Context, by: tuple[str, ...] = ("fusion",), test: bool = True,
+         k: int = 1) -> Pick | None:
+    """Chooses the best configuration of each `by` group on dev; shows its final/test rows when
+    `test` and the final stage covers every chosen configuration, else its rows on the selection
+    split (in the search stage, the k best trials of the chosen trial's cell, for a band)."""
+    results = with_data_dimensions(results, [b for b in by if b == "audio_only_share"])
+    sel = selection_split(results, need=by)
+    if sel is None:
+        return None
+    best = best_configs(results, ctx, *sel, by=by)
+    if best.empty:
+        return None
+    final = _stage_rows(results, "final", "test")
+    why = "" if test else "this section compares dev scores"
+    if test and len(final):
+        fin = final.assign(config_id=config_ids(final).to_numpy())
+        fin = fin[fin["config_id"].isin(set(best["config_id"]))]
+        if set(best["config_id"]) <= set(fin["config_id"]):
+            return Pick(sel, ("final", "test"), best, fin.drop(columns="config_id"))
+        why = "the final stage does not cover every chosen configuration"
+    elif test:
+        why = "no final stage (yet)"
+    ids = list(itertools.chain.from_iterable(best["trial_ids"]))
+    if sel[0] == "search" and k > 1:
+        ids = _top_k_of_cells(results, ctx, ids, k)
+    return Pick(sel, sel, best, rows_of(results, ids, *sel), why)
+
+
+def _top_k_of_cells(results: pd.DataFrame, ctx: Context, trial_ids, k: int) -> list[str]:
+    t = config_scores(results, ctx, "search", "dev").set_index("trial_id")
+    ids = []
+    for tid in trial_ids:
+        cell = t[(t["fusion"] == t.at[tid, "fusion"]) & (t["train_missing_rate"] == t.at[tid, "train_missing_rate"])]
+        ids += list(cell["objective"].sort_values(ascending=not ctx.maximize).index[:k])
+    return ids
+
+
+def cell_pick(results: pd.DataFrame, ctx: Context) -> Pick | None:
+    """The best configuration of every (fusion, data condition) cell."""
+    return pick(results, ctx, by=("fusion", *data_dimensions(results)))
+
+
 def representative_rows(results: pd.DataFrame, ctx: Context, stage: str, split: str) -> pd.DataFrame:
-    """All rows (every condition, every seed) of the best configuration of each (fusion, r) cell."""
+    """All rows (every condition, every seed) of the best configuration of each (fusion, r) cell,
+    chosen and shown on one stage and split (dev)."""
     best = best_configs(results, ctx, stage, split)
     return rows_of(results, itertools.chain.from_iterable(best["trial_ids"]), stage, split)
 
 
 def curve_rows(results: pd.DataFrame, ctx: Context, stage: str, split: str, k: int = 5) -> pd.DataFrame:
-    """Rows of each fusion strategy's best cell: its best configuration's seeds, or in the search
-    stage (one seed per configuration) the k best trials of that cell."""
+    """Rows of each fusion strategy's best cell on one stage and split: its best configuration's
+    seeds, or in the search stage (one seed per configuration) the k best trials of that cell."""
     best = best_configs(results, ctx, stage, split, by=("fusion",))
-    if stage != "search":
-        return rows_of(results, itertools.chain.from_iterable(best["trial_ids"]), stage, split)
-    t = config_scores(results, ctx, stage, split).set_index("trial_id")
-    ids = []
-    for tid in itertools.chain.from_iterable(best["trial_ids"]):
-        cell = t[(t["fusion"] == t.at[tid, "fusion"]) & (t["train_missing_rate"] == t.at[tid, "train_missing_rate"])]
-        ids += list(cell["objective"].sort_values(ascending=not ctx.maximize).index[:k])
-    return rows_of(results, ids, stage, split)
+    ids = list(itertools.chain.from_iterable(best["trial_ids"]))
+    return rows_of(results, _top_k_of_cells(results, ctx, ids, k) if stage == "search" else ids, stage, split)
 
 
 # ---------------------------------------------------------------- robustness
 
-def heatmap_data(rows: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
-    """fusion -> (train_missing_rate x condition) mean of `metric`."""
+def heatmap_data(rows: pd.DataFrame, metric: str, dims: tuple[str, ...] = ("train_missing_rate",)
+                 ) -> dict[str, pd.DataFrame]:
+    """fusion -> (data condition x summary condition) mean of `metric`."""
     out = {}
+    rows = with_data_dimensions(rows, dims)
     for fusion, g in rows.groupby("fusion", sort=True):
-        m = g.pivot_table(index="train_missing_rate", columns="condition", values=metric, aggfunc="mean")
-        out[str(fusion)] = m[condition_order(m.columns)].sort_index()
+        m = g.pivot_table(index=list(dims), columns="condition", values=metric, aggfunc="mean")
+        out[str(fusion)] = m[summary_conditions(m.columns)].sort_index()
     return out
 
 
+def realised_share(rows: pd.DataFrame, dims: tuple[str, ...] = ("train_missing_rate",)) -> dict[str, pd.Series]:
+    """fusion -> mean realised unpaired training share per data condition (empty when not recorded)."""
+    if "unpaired_share" not in rows or rows["unpaired_share"].isna().all():
+        return {}
+    first = with_data_dimensions(rows, dims).drop_duplicates("trial_id")
+    return {str(f): g.groupby(list(dims))["unpaired_share"].mean() for f, g in first.groupby("fusion", sort=True)}
+
+
 def robustness_curves(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (fusion, test_missing_rate): mean and 95% t-interval of `metric` over the rows' trials."""
-    r = rows[rows["test_missing_rate"].notna()]
+    """Per (fusion, family, level): mean and 95% t-interval of `metric` over the rows' trials."""
+    r = with_families(rows)
+    r = r[r["level"].notna() & r["family"].notna()]
     out = []
-    for (fusion, p), g in r.groupby(["fusion", "test_missing_rate"], sort=True):
+    for (fusion, fam, lv), g in r.groupby(["fusion", "family", "level"], sort=True):
         m, lo, hi = t_interval(g[metric].to_numpy())
-        out.append({"fusion": fusion, "test_missing_rate": float(p), "mean": m, "lo": lo, "hi": hi, "n": len(g)})
-    return pd.DataFrame(out, columns=["fusion", "test_missing_rate", "mean", "lo", "hi", "n"])
+        out.append({"fusion": fusion, "family": fam, "level": float(lv), "mean": m, "lo": lo, "hi": hi,
+                    "n": len(g)})
+    return pd.DataFrame(out, columns=["fusion", "family", "level", "mean", "lo", "hi", "n"])
 
 
 # ---------------------------------------------------------------- pareto and history
@@ -185,25 +269,103 @@ def seed_variance(results: pd.DataFrame, ctx: Context, stage: str, split: str, c
     out = []
     for (cid, cond), g in rows[rows["condition"].isin(conditions)].groupby(["config_id", "condition"]):
         m, lo, hi = bootstrap_ci(g[ctx.metric].to_numpy())
-        out.append({"config_id": cid, "fusion": g["fusion"].iloc[0], "train_missing_rate": g["train_missing_rate"].iloc[0],
+        out.append({"config_id": cid, "fusion": g["fusion"].iloc[0],
+                    "train_missing_rate": g["train_missing_rate"].iloc[0],
                     "condition": cond, "n": int(g[ctx.metric].notna().sum()), "mean": m, "lo": lo, "hi": hi,
                     "values": g[ctx.metric].tolist()})
-    return pd.DataFrame(out, columns=["config_id", "fusion", "train_missing_rate", "condition", "n", "mean", "lo", "hi", "values"])
+    return pd.DataFrame(out, columns=["config_id", "fusion", "train_missing_rate", "condition", "n", "mean", "lo",
+                                      "hi", "values"])
 
 
-def paired_comparison(results: pd.DataFrame, ctx: Context, stage: str, split: str, conditions) -> pd.DataFrame:
-    """For each pair of fusion strategies (best configuration of each), paired over seeds:
-    mean difference a - b, bootstrap CI, p-value."""
-    best = best_configs(results, ctx, stage, split, by=("fusion",))
-    rows = rows_of(results, itertools.chain.from_iterable(best["trial_ids"]), stage, split)
+def paired_comparison(results: pd.DataFrame, ctx: Context, conditions) -> tuple[pd.DataFrame, Pick | None]:
+    """For each pair of fusion strategies (best configuration of each, chosen on dev), paired over
+    seeds on the shown split (final/test when it covers them): mean difference a - b, bootstrap CI,
+    p-value. Returns (table, pick)."""
+    cols = ["a", "b", "condition", "n", "mean_diff", "ci_lo", "ci_hi", "p_value", "test"]
+    p = pick(results, ctx, by=("fusion",))
+    if p is None:
+        return pd.DataFrame(columns=cols), None
     out = []
     for cond in conditions:
-        wide = rows[rows["condition"] == cond].pivot_table(index="seed", columns="fusion", values=ctx.metric)
+        wide = p.rows[p.rows["condition"] == cond].pivot_table(index="seed", columns="fusion", values=ctx.metric)
         for a, b in itertools.combinations(sorted(wide.columns, key=str), 2):
             pair = wide[[a, b]].dropna()
             res = paired_test(pair[a].to_numpy(), pair[b].to_numpy())
             out.append({"a": a, "b": b, "condition": cond, **res})
-    return pd.DataFrame(out, columns=["a", "b", "condition", "n", "mean_diff", "ci_lo", "ci_hi", "p_value", "test"])
+    return pd.DataFrame(out, columns=cols), p
+
+
+# ---------------------------------------------------------------- data condition -> strategy
+
+def augmentation_text(results: pd.DataFrame, trial_ids) -> pd.Series:
+    """trial_id -> "modality_dropout=0.12, ..." of the augmentation settings a trial recorded."""
+    from reports.tables import AUGMENTATIONS, is_augmentation
+
+    names = list(dict.fromkeys([*AUGMENTATIONS, *(c[len("param__"):] for c in param_columns(results)
+                                                   if is_augmentation(c[len("param__"):]))]))
+    sub = results[results["trial_id"].isin(set(trial_ids))]
+    parts = []
+    for n in names:
+        v = trial_setting(sub, n)
+        if v.notna().any():
+            parts.append(v.map(lambda x, n=n: "" if pd.isna(x) else f"{n}={x:.3g}" if isinstance(x, float)
+                               else f"{n}={x}"))
+    if not parts:
+        return pd.Series("", index=pd.Index(sorted(set(sub["trial_id"]))), dtype=object)
+    df = pd.concat(parts, axis=1)
+    return df.apply(lambda r: ", ".join(x for x in r if x), axis=1)
+
+
+def condition_winners(results: pd.DataFrame, ctx: Context, conditions) -> tuple[pd.DataFrame, Pick | None]:
+    """For each data condition (r, and audio_only_share when it is a cell dimension), each test
+    condition and each strategy: the configuration with the best dev score on that condition
+    (rerun mean over seeds, else search), its augmentation, its dev score and the score shown for
+    it (final/test when the final stage covers it, else dev). `winner` marks the best strategy
+    per (data condition, test condition), chosen on dev. Returns (long table, the av pick)."""
+    dims = tuple(data_dimensions(results))
+    res = with_data_dimensions(results, dims)
+    sel = selection_split(res, need=("fusion", *dims))
+    cols = [*dims, "condition", "fusion", "config_id", "augmentation", "dev", "shown", "shown_split", "winner"]
+    if sel is None:
+        return pd.DataFrame(columns=cols), None
+    dev = _config_means(res, ctx.metric, *sel)
+    test = _config_means(res, ctx.metric, "final", "test")
+    tr = trials(res[res["stage"] == sel[0]]).assign(config_id=lambda t: config_ids(t))
+    info = tr.drop_duplicates("config_id").set_index("config_id")
+    aug = augmentation_text(res, info.index)
+    out = []
+    for cond in conditions:
+        value = condition_value(dev, cond, ctx.maximize)
+        for key, ids in info.groupby(["fusion", *dims]).groups.items():
+            v = value.reindex(ids).dropna()
+            if v.empty:
+                continue
+            cid = (v.sort_values(ascending=not ctx.maximize, kind="stable")).index[0]
+            shown = condition_value(test, cond, ctx.maximize).get(cid, np.nan) if len(test) else np.nan
+            split = "test" if pd.notna(shown) else "dev"
+            key = key if isinstance(key, tuple) else (key,)
+            out.append({**dict(zip(dims, key[1:])), "condition": cond, "fusion": key[0], "config_id": cid,
+                        "augmentation": aug.get(cid, ""), "dev": float(v[cid]),
+                        "shown": float(shown) if split == "test" else float(v[cid]), "shown_split": split})
+    df = pd.DataFrame(out, columns=cols[:-1])
+    if df.empty:
+        return pd.DataFrame(columns=cols), None
+    order = {c: i for i, c in enumerate(conditions)}
+    df = df.sort_values([*dims, "condition", "dev", "fusion"], kind="stable",
+                        key=lambda s: s.map(order) if s.name == "condition" else s,
+                        ascending=[True] * (len(dims) + 1) + [not ctx.maximize, True]).reset_index(drop=True)
+    df["winner"] = ~df.duplicated([*dims, "condition"])  # the first of each group: best on dev (ties: by name)
+    return df, pick(results, ctx, by=("fusion", *dims))
+
+
+def _config_means(results: pd.DataFrame, metric: str, stage: str, split: str) -> pd.DataFrame:
+    """(configurations, conditions): mean of `metric` over each configuration's trials."""
+    wide = scores(results, metric, stage, split)
+    if wide.empty:
+        return wide
+    tr = trials(results[results["stage"] == stage])
+    cid = pd.Series(config_ids(tr).to_numpy(), index=tr["trial_id"]).reindex(wide.index)
+    return wide.groupby(cid.to_numpy()).mean()
 
 
 # ---------------------------------------------------------------- parallel coordinates
@@ -214,5 +376,6 @@ def parallel_data(results: pd.DataFrame, ctx: Context, top: int = 300) -> pd.Dat
     t = config_scores(results, ctx, "search", "dev").sort_values("objective", ascending=not ctx.maximize).head(top)
     cols = [c for c in ("fusion", "train_missing_rate") if t[c].nunique() > 1] if len(t) else []
     cols += [c for c in param_columns(t) if t[c].notna().any() and t[c].nunique() > 1]
-    out = t[cols + ["objective"]].rename(columns=lambda c: c.removeprefix("param__"))
+    out = t[cols + ["objective"]].rename(columns=lambda c: param_label(c.removeprefix("param__"))
+                                         if c != "objective" else c)
     return out.reset_index(drop=True)

@@ -96,14 +96,22 @@ header h1{margin:0 0 4px 0;font-size:22px}.badge{padding:2px 8px;border-radius:1
 .badge.finished{background:#2e7d32}.badge.running{background:#ef6c00}.badge.interrupted{background:#c62828}
 nav{padding:8px 24px;background:#eceff1;font-size:13px;line-height:1.8}nav a{margin-right:12px;color:#37474f}
 main{padding:0 24px 40px 24px;max-width:1400px}section{background:#fff;margin:18px 0;padding:12px 18px;
-border:1px solid #e0e0e0;border-radius:6px}h2{font-size:18px;margin:4px 0}.how{color:#555;font-size:14px;margin:4px 0 10px 0}
+border:1px solid #e0e0e0;border-radius:6px}h2{font-size:18px;margin:4px 0}
+.how{color:#555;font-size:14px;margin:4px 0 10px 0}
 .note{color:#8d6e63;font-size:13px}.empty{color:#999;font-style:italic}
 .tablewrap{overflow-x:auto;max-height:520px;overflow-y:auto}table{border-collapse:collapse;font-size:12px}
 th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:left;vertical-align:top;white-space:nowrap}
 table.wrap td{white-space:pre-wrap;min-width:120px}
-thead th{background:#f5f5f5;position:sticky;top:0}table.sortable th{cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.kv th{background:#f5f5f5;width:220px}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto;white-space:pre-wrap}
+thead th{background:#f5f5f5;position:sticky;top:0}table.sortable th{cursor:pointer}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.kv th{background:#f5f5f5;width:220px}
+pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto;white-space:pre-wrap}
 details summary{cursor:pointer}.problem{color:#c62828}
+.split{font-size:13px;color:#1a237e;background:#e8eaf6;padding:4px 8px;border-radius:4px;margin:4px 0 8px 0}
+.banner{margin:0;padding:10px 24px;background:#fff3e0;border-bottom:2px solid #ef6c00;font-size:14px}
+.banner ul{margin:0;padding-left:18px}.banner.alarm{background:#b71c1c;color:#fff;border-bottom:4px solid #7f0000;
+font-size:16px;font-weight:600}.banner.alarm a{color:#ffcdd2}.banner li.warn{font-weight:normal}
+p.alarm{color:#b71c1c;font-weight:600}p.warn{color:#e65100}p.ok{color:#2e7d32}tr.alarm td{background:#ffebee}
 """
 
 SORT_JS = """
@@ -125,7 +133,8 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 """
 
 
-def page(title: str, header_html: str, sections: list[Section], plotly_js: str | None) -> str:
+def page(title: str, header_html: str, sections: list[Section], plotly_js: str | None, banner: str = "") -> str:
+    """The page shell: header, `banner` (warnings that must be seen first), navigation, sections."""
     nav = "".join(f"<a href='#{esc(s.id)}'>{esc(s.title)}</a>" for s in sections)
     body = "".join(
         f"<section id='{esc(s.id)}'><h2>{esc(s.title)}</h2><p class='how'>{esc(s.how_to_read)}</p>{s.body}</section>"
@@ -133,7 +142,7 @@ def page(title: str, header_html: str, sections: list[Section], plotly_js: str |
     head_js = f"<script>{plotly_js}</script>" if plotly_js else ""
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{esc(title)}</title>"
-            f"<style>{CSS}</style>{head_js}</head><body><header>{header_html}</header><nav>{nav}</nav>"
+            f"<style>{CSS}</style>{head_js}</head><body><header>{header_html}</header>{banner}<nav>{nav}</nav>"
             f"<main>{body}</main><script>{SORT_JS}</script></body></html>")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports.load import Context
-from reports.tables import log_scale, param_columns, scores, trials
+from reports.tables import log_scale, param_columns, param_label, scores, trials
 
 MAX_TRIALS = 250  # fANOVA runs on a seeded random sample of at most this many trials (cost)
 CONDITIONS = ("av", "audio_only", "video_only", "robustness")  # besides the objective's condition
@@ -39,10 +39,11 @@ def _param_value(dist, x):
 
 def param_table(results: pd.DataFrame) -> pd.DataFrame:
     """Search trials (trial_id index) x parameters: param__* plus fusion / train_missing_rate when
-    they vary across the study; parameters with a single value are dropped."""
+    they vary across the study (data conditions and augmentations marked, tables.param_label);
+    parameters with a single value are dropped."""
     tr = trials(results[results["stage"] == "search"]).set_index("trial_id")
     cols = [c for c in ("fusion", "train_missing_rate") if c in tr] + param_columns(tr.reset_index())
-    t = tr[cols].rename(columns=lambda c: c.removeprefix("param__"))
+    t = tr[cols].rename(columns=lambda c: param_label(c.removeprefix("param__")))
     return t[[c for c in t.columns if t[c].dropna().nunique() > 1]]
 
 
@@ -77,8 +78,11 @@ def importance_data(results: pd.DataFrame, ctx: Context, min_trials: int = 8,
     wide = wide.sample(n=min(max_trials, len(wide)), random_state=0)
     out, used = {}, 0
     for cond in dict.fromkeys([ctx.condition, *CONDITIONS]):
-        study = build_study(params, wide[cond].dropna(), ctx.maximize) if cond in wide else None
-        if study is None or len(study.trials) < min_trials:
+        values = wide[cond].dropna() if cond in wide else pd.Series(dtype=float)
+        if values.nunique() < 2:  # constant (e.g. a degenerate modality at chance): nothing to explain
+            continue
+        study = build_study(params, values, ctx.maximize)
+        if len(study.trials) < min_trials:
             continue
         used = max(used, len(study.trials))
         evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)

@@ -20,9 +20,14 @@ class StudyFiles:
     results: pd.DataFrame | None
     curves: pd.DataFrame | None
     problems: tuple[str, ...]  # human-readable notes about missing/unreadable files
+    unreadable: tuple[str, ...] = ()  # names of files that exist but could not be read
 
 
-def _try(loc: Location, reader, problems: list[str]):
+class StudyError(Exception):
+    """A path that is not a readable study directory; the message names the path or file."""
+
+
+def _try(loc: Location, reader, problems: list[str], unreadable: list[str]):
     name = loc.path.rsplit("/", 1)[-1]
     if not exists(loc):
         problems.append(f"{name} is missing")
@@ -31,16 +36,46 @@ def _try(loc: Location, reader, problems: list[str]):
         return reader(loc)
     except Exception as e:  # a file being written by a running study, or corrupt
         problems.append(f"{name} could not be read ({type(e).__name__}: {e})")
+        unreadable.append(name)
         return None
+
+
+def _read_meta(loc: Location) -> dict:
+    meta = read_json(loc)
+    if not isinstance(meta, dict):
+        raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_study(loc: Location) -> StudyFiles:
     problems: list[str] = []
-    meta = _try(loc.join("study.json"), read_json, problems) or {}
-    spec_text = _try(loc.join("spec.yaml"), read_text, problems)
-    results = _try(loc.join("results.parquet"), read_parquet, problems)
-    curves = _try(loc.join("curves.parquet"), read_parquet, problems)
-    return StudyFiles(loc, meta, spec_text, results, curves, tuple(problems))
+    bad: list[str] = []
+    meta = _try(loc.join("study.json"), _read_meta, problems, bad) or {}
+    spec_text = _try(loc.join("spec.yaml"), read_text, problems, bad)
+    results = _try(loc.join("results.parquet"), read_parquet, problems, bad)
+    curves = _try(loc.join("curves.parquet"), read_parquet, problems, bad)
+    return StudyFiles(loc, meta, spec_text, results, curves, tuple(problems), tuple(bad))
+
+
+def check_study(loc: Location) -> StudyFiles:
+    """load_study for `avstudy report`: raises StudyError when the path does not exist, is not a
+    directory, holds neither study.json nor results.parquet, or its study.json / results.parquet
+    cannot be read (a study that has only just started, with study.json alone, is fine)."""
+    from pyarrow.fs import FileType
+
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == FileType.NotFound and not exists(loc.join("study.json")):  # (object stores: no dirs)
+        raise StudyError(f"{loc.uri}: no such study directory")
+    if info.type == FileType.File:
+        raise StudyError(f"{loc.uri}: not a directory (give the study directory that holds study.json)")
+    files = load_study(loc)
+    if not (exists(loc.join("study.json")) or exists(loc.join("results.parquet"))):
+        raise StudyError(f"{loc.uri}: not a study directory (no study.json and no results.parquet)")
+    broken = [p for p in files.problems if p.split(" ")[0] in ("study.json", "results.parquet")
+              and p.split(" ")[0] in files.unreadable]
+    if broken:
+        raise StudyError(f"{loc.uri}: broken study directory: " + "; ".join(broken))
+    return files
 
 
 # ---------------------------------------------------------------- what to rank by
@@ -54,16 +89,36 @@ class Context:
     condition: str  # selection condition of the objective, e.g. "av"
     maximize: bool
     classes: tuple[str, ...]  # class order of confusion matrices
+    objectives: tuple[tuple[str, str, bool], ...] = ()  # every declared (condition, metric, maximize)
+
+
+def _parse_objective(o) -> dict:
+    if isinstance(o, str):  # e.g. "dev/av/macro_f1" or "macro_f1"
+        parts = re.split(r"[/:.]", o)
+        named = (*FIXED_CONDITIONS, "robustness", "worst_single")
+        cond = next((p for p in parts if p in named or p.startswith(("miss_", "robustness_"))), None)
+        return {"condition": cond, "metric": parts[-1]}
+    return o if isinstance(o, dict) else {}
 
 
 def _objective(meta: dict) -> dict:
     objs = meta.get("objectives") or []
-    first = objs[0] if objs else {}
-    if isinstance(first, str):  # e.g. "dev/av/macro_f1" or "macro_f1"
-        parts = re.split(r"[/:.]", first)
-        cond = next((p for p in parts if p in FIXED_CONDITIONS or p.startswith("miss_") or p == "robustness"), None)
-        return {"condition": cond, "metric": parts[-1]}
-    return first if isinstance(first, dict) else {}
+    return _parse_objective(objs[0]) if isinstance(objs, list) and objs else {}
+
+
+def _maximize(obj: dict, metric: str) -> bool:
+    # study/ writes {"mode": "max"|"min"}; "direction": "maximize"|"minimize" is accepted too
+    direction = str(obj.get("direction") or obj.get("mode") or ("min" if metric in LOWER_IS_BETTER else "max"))
+    return not direction.startswith("min")
+
+
+def _all_objectives(meta: dict, metric: str) -> tuple[tuple[str, str, bool], ...]:
+    objs = meta.get("objectives") if isinstance(meta.get("objectives"), list) else []
+    out = []
+    for o in map(_parse_objective, objs):
+        m = str(o.get("metric") or metric)
+        out.append((str(o.get("condition") or "av"), m, _maximize(o, m)))
+    return tuple(out)
 
 
 def _classes(meta: dict, results: pd.DataFrame | None) -> tuple[str, ...]:
@@ -90,9 +145,7 @@ def make_context(files: StudyFiles) -> Context:
     metric = str(meta.get("primary_metric") or obj.get("metric") or _default_metric(task, res))
     if not task:
         task = "dimensional" if metric.startswith("ccc") else "categorical"
-    # study/ writes {"mode": "max"|"min"}; "direction": "maximize"|"minimize" is accepted too
-    direction = str(obj.get("direction") or obj.get("mode") or ("min" if metric in LOWER_IS_BETTER else "max"))
     name = str(meta.get("name") or files.location.uri.rstrip("/").rsplit("/", 1)[-1])
     return Context(name=name, status=str(meta.get("status") or "unknown"), task=task, metric=metric,
-                   condition=str(obj.get("condition") or "av"), maximize=not direction.startswith("min"),
-                   classes=_classes(meta, res))
+                   condition=str(obj.get("condition") or "av"), maximize=_maximize(obj, metric),
+                   classes=_classes(meta, res), objectives=_all_objectives(meta, metric))

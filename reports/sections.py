@@ -1,20 +1,27 @@
-"""The sections of a study report: each gathers data (gather/tables), draws it (figures) and says
-how to read it. A section whose inputs are missing says so instead of failing."""
+"""The sections of a study report, as ONE list (`SECTIONS`): each entry holds the anchor, the
+title, the how-to-read text and the function that builds the section's body. The report page, its
+navigation and reports/README_SECTIONS.md (reports/readme.py) are all generated from that list.
+
+A body function gathers data (gather/tables), draws it (figures) and states the split it selected
+on and the split it shows; one whose inputs are missing raises Unavailable, and the reader sees
+why. Returning None means the section does not apply to this study (it is left out)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
-from reports import figures, gather, tables
+from reports import figures, gather, sanity, tables
 from reports.html import FigureCounter, Section, esc, figure, fmt, kv_table, table
 from reports.importance import importance_data
 from reports.load import Context, StudyFiles
 
 LEADERBOARD_TOP = 200
 PARALLEL_TOP = 300
-SEED_CONDITIONS = ("av", "audio_only", "video_only", "robustness")
+NAMED = ("av", "audio_only", "video_only")
 
 
 @dataclass
@@ -27,6 +34,10 @@ class Report:
     def results(self) -> pd.DataFrame | None:
         r = self.files.results
         return r if r is not None and len(r) else None
+
+    @cached_property
+    def sanity(self) -> sanity.Sanity:
+        return sanity.check(self.results, self.files.meta)
 
     def fig(self, f) -> str:
         return figure(f, self.figs.next_id())
@@ -43,24 +54,61 @@ def _need_results(rep: Report) -> pd.DataFrame:
     return rep.results
 
 
-def _evidence(rep: Report) -> tuple[str, str]:
-    ev = tables.evidence(_need_results(rep))
-    if ev is None:
-        raise Unavailable("No trial has reported scores yet.")
-    return ev
-
-
 def _note(text: str) -> str:
     return f"<p class='note'>{esc(text)}</p>"
 
 
-# ---------------------------------------------------------------- study, software, compute
+def _split(text: str) -> str:
+    """The statement of the split a section selected on and the split it shows."""
+    return f"<p class='split'>{esc(text)}</p>"
 
-def overview(rep: Report) -> Section:
+
+def _no_selection(stage: str, split: str, what: str) -> str:
+    return _split(f"Selected on: nothing ({what}). Shown: {stage} stage, {split} split.")
+
+
+def _pick(rep: Report, by=("fusion",), k: int = 1) -> gather.Pick:
+    p = gather.pick(_need_results(rep), rep.ctx, by=by, k=k)
+    if p is None:
+        raise Unavailable("No trial has reported dev scores yet.")
+    return p
+
+
+def _summary_conditions(res: pd.DataFrame) -> list[str]:
+    conds = tables.summary_conditions(res["condition"].dropna().unique())
+    return [c for c in conds if c in NAMED or tables.is_area(c)]
+
+
+# ---------------------------------------------------------------- sanity, study, software, compute
+
+def sanity_body(rep: Report) -> str:
+    res = _need_results(rep)
+    s = rep.sanity
+    lines = sanity.warnings(s)
+    body = "".join(f"<p class='{lvl}'>{esc(text)}</p>" for lvl, text in lines)
+    if not s.has_flags:
+        body += _note("These results carry no sanity flags (a study written before the `flag` column existed): "
+                      "degenerate predictions cannot be detected here.")
+    elif s.flagged.empty:
+        body += "<p class='ok'>No degenerate predictions flagged.</p>"
+    else:
+        counts = s.flagged.groupby(["stage", "condition", "flag"]).size().rename("rows").reset_index()
+        order = {c: i for i, c in enumerate(tables.condition_order(counts["condition"]))}
+        counts = counts.sort_values(["stage", "condition"], key=lambda col: col.map(
+            order if col.name == "condition" else {st: i for i, st in enumerate(tables.STAGES[::-1])}))
+        body += "<h3>Flagged rows by stage, condition and flag</h3>" + table(counts)
+        body += f"<details><summary>every flagged row ({len(s.flagged)})</summary>{table(s.flagged)}</details>"
+    n = res["trial_id"].nunique()
+    return _split(f"Selected on: nothing (every trial, {n}). Shown: every stage and split.") + body
+
+
+def overview_body(rep: Report) -> str:
     m, c = rep.files.meta, rep.ctx
     items = {"name": c.name, "status": c.status, "task": c.task, "primary metric": c.metric,
              "objective": f"{'maximise' if c.maximize else 'minimise'} dev {c.metric} on condition {c.condition}",
-             "objectives (as recorded)": json.dumps(m.get("objectives")) if m.get("objectives") else "",
+             "objectives (as recorded)": "; ".join(f"{'maximise' if mx else 'minimise'} {cond} {met}"
+                                                   for cond, met, mx in c.objectives),
+             **_selection_items(rep), **_data_items(rep),
              "started at": m.get("started_at") or "", "finished at": m.get("finished_at") or "",
              "location": rep.files.location.uri}
     problems = "".join(f"<li class='problem'>{esc(p)}</li>" for p in rep.files.problems)
@@ -68,22 +116,72 @@ def overview(rep: Report) -> Section:
     if spec is None and m.get("spec"):
         spec = json.dumps(m["spec"], indent=2, default=str)
     body = kv_table(items) + (f"<ul>{problems}</ul>" if problems else "")
-    body += f"<details open><summary>spec as run</summary><pre>{esc(spec)}</pre></details>" if spec else _note("No spec recorded.")
-    return Section("study", "Study", "What was run and how trials are ranked; files the report could not read "
-                   "are listed in red (normal while a study is running).", body)
+    if spec:
+        return body + f"<details open><summary>spec as run</summary><pre>{esc(spec)}</pre></details>"
+    return body + _note("No spec recorded.")
 
 
-def software(rep: Report) -> Section:
+def _selection_items(rep: Report) -> dict:
+    c, m = rep.ctx, rep.files.meta
+    res = rep.results
+    sel = tables.selection_split(res) if res is not None else None
+    where = f"{sel[0]} stage, {sel[1]} split" if sel else "rerun/dev, else search/dev (nothing scored yet)"
+    out = {"best configuration chosen on": f"{where}, by {c.condition} {c.metric}; test is only shown for "
+                                           "what dev chose, never used to choose"}
+    note = m.get("selection")
+    if isinstance(note, dict):  # study/runs/selection.py: {"top_k": {"text"}, "checkpoint": {"text"}, ...}
+        for key, label in (("top_k", "top-k re-run (study.json)"), ("checkpoint", "checkpoint (study.json)"),
+                           ("seeds", "seeds (study.json)")):
+            part = note.get(key)
+            if part:
+                out[label] = part.get("text") or json.dumps(part) if isinstance(part, dict) else str(part)
+    elif note:
+        out["top-k re-run (study.json)"] = str(note)
+    elif len(c.objectives) > 1:
+        out["top-k re-run (study.json)"] = (f"{len(c.objectives)} objectives, but study.json records no "
+                                               "selection rule; this report ranks by the first objective")
+    return out
+
+
+def _data_items(rep: Report) -> dict:
+    res = rep.results
+    if res is None:
+        return {}
+    out = {}
+    dims = tables.data_dimensions(res)
+    for name in tables.DATA_CONDITIONS:
+        v = tables.trial_setting(res, name).dropna()
+        if v.empty:
+            continue
+        vals = ", ".join(fmt(x) for x in sorted(set(v)))
+        how = ("searched inside cells (flagged)" if name in rep.sanity.searched_data
+               else "cell dimension" if name in dims else "fixed")
+        out[f"data condition: {name}"] = f"{how}: {vals}" if how != "searched inside cells (flagged)" \
+            else f"{how}: {v.min():.3g} to {v.max():.3g}"
+    augs = [tables.param_label(p[len("param__"):]) for p in tables.param_columns(res)
+            if tables.is_augmentation(p[len("param__"):])]
+    if augs:
+        out["augmentation (searched parameters)"] = ", ".join(augs)
+    if "unpaired_share" in res and res["unpaired_share"].notna().any():
+        u = res.drop_duplicates("trial_id")["unpaired_share"].dropna()
+        out["realised unpaired training share"] = f"{u.min():.3f} to {u.max():.3f} (mean over epochs per trial)"
+    if "normalize" in res and res["normalize"].notna().any():
+        n = res.drop_duplicates("trial_id")["normalize"].dropna().astype(bool)
+        out["features z-scored (training statistics)"] = f"{int(n.sum())} of {len(n)} trials"
+    return out
+
+
+def software_body(rep: Report) -> str:
     m = rep.files.meta
     body = kv_table({"git commit": m.get("git_sha") or "unknown"})
     versions = m.get("versions") or {}
-    body += table(pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]}), sortable=False) \
-        if versions else _note("No versions recorded.")
-    return Section("software", "Software", "Versions and commit the study ran with: rerun with the same ones to "
-                   "reproduce its numbers.", body)
+    if not versions:
+        return body + _note("No versions recorded.")
+    return body + table(pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]}),
+                        sortable=False)
 
 
-def compute(rep: Report) -> Section:
+def compute_body(rep: Report) -> str:
     s = tables.compute_summary(_need_results(rep), rep.files.meta, now=pd.Timestamp.now(tz="UTC"))
     elapsed = "study elapsed so far (h)" if rep.ctx.status == "running" else "study elapsed (h)"
     items = {"trials": s["n_trials"], elapsed: fmt(s["elapsed_hours"], 2),
@@ -91,15 +189,12 @@ def compute(rep: Report) -> Section:
              "GPU-hours": fmt(s["gpu_hours"], 2),
              "saved by early stopping (h, estimate)": fmt(s["early_stop_saved_hours"], 2)}
     counts = s["counts"].reset_index().rename(columns={"stage": "stage \\ status"})
-    body = kv_table(items) + "<h3>Trials by stage and status</h3>" + table(counts, sortable=False)
-    return Section("compute", "Compute used", "CPU/GPU-hours are wall time x reserved CPUs/GPUs per trial; the "
-                   "early-stopping saving assumes each stopped trial would have run as many epochs as the longest "
-                   "completed trial of its stage, at its own mean epoch time.", body)
+    return kv_table(items) + "<h3>Trials by stage and status</h3>" + table(counts, sortable=False)
 
 
 # ---------------------------------------------------------------- leaderboard
 
-def leaderboard(rep: Report) -> Section:
+def leaderboard_body(rep: Report) -> str:
     res = _need_results(rep)
     parts = []
     for stage, split in (("search", "dev"), ("rerun", "dev"), ("final", "test")):
@@ -107,189 +202,255 @@ def leaderboard(rep: Report) -> Section:
             continue
         tab, total = tables.leaderboard(res, rep.ctx, stage, split, LEADERBOARD_TOP)
         note = f"showing the best {len(tab)} of {total} trials" if total > len(tab) else f"{total} trials"
-        parts.append(f"<h3>{esc(stage)} stage ({esc(split)} {esc(rep.ctx.metric)} per condition; {esc(note)})</h3>" + table(tab))
+        ranked = ("ranked by its configuration's dev objective (selection split)" if stage == "final"
+                  else f"ranked by {split} {rep.ctx.condition} {rep.ctx.metric}")
+        parts.append(f"<h3>{esc(stage)} stage: {esc(split)} {esc(rep.ctx.metric)} per condition, {esc(ranked)} "
+                     f"({esc(note)})</h3>" + _split(f"Selected on: nothing (every {stage} trial). "
+                                                    f"Shown: {stage} stage, {split} split.") + table(tab))
     if not parts:
         raise Unavailable("No scored trials yet.")
-    return Section("leaderboard", "Leaderboard", f"Trials ranked by the objective ({rep.ctx.metric} on "
-                   f"{rep.ctx.condition}); click a column header to sort. Search and re-run stages show dev "
-                   "scores, the final stage test scores.", "".join(parts))
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------- robustness
 
-def _evidence_note(stage: str, split: str) -> str:
-    return (f"Data: {stage} stage, {split} split; per cell the configuration with the best objective "
-            + ("(one trial per configuration)." if stage == "search" else "averaged over its seeds."))
-
-
-def heatmap(rep: Report) -> Section:
-    _evidence(rep)
-    stage, split = tables.cell_evidence(rep.results)
-    data = gather.heatmap_data(gather.representative_rows(rep.results, rep.ctx, stage, split), rep.ctx.metric)
+def heatmap_body(rep: Report) -> str:
+    res = _need_results(rep)
+    dims = tuple(tables.data_dimensions(res))
+    p = _pick(rep, by=("fusion", *dims))
+    data = gather.heatmap_data(p.rows, rep.ctx.metric, dims)
     if not data:
         raise Unavailable("No scored rows for this stage.")
-    return Section("heatmap", "Robustness heatmap", "Each panel is one fusion strategy; a row is the share of "
-                   "unpaired training data (r), a column the test condition. Brighter = better; compare how fast "
-                   "each row fades towards heavily missing test conditions.",
-                   _note(_evidence_note(stage, split)) + rep.fig(figures.heatmaps(data, rep.ctx.metric)))
+    realised = gather.realised_share(p.rows, dims)
+    note = " Row labels give the realised unpaired training share (data condition + augmentation)." \
+        if realised else ""
+    return (_split(p.note(rep.ctx, "the best configuration of each (strategy, data condition) cell")) + _note(note)
+            + rep.fig(figures.heatmaps(data, rep.ctx.metric, realised, dims)))
 
 
-def curves(rep: Report) -> Section:
-    stage, split = _evidence(rep)
-    df = gather.robustness_curves(gather.curve_rows(rep.results, rep.ctx, stage, split), rep.ctx.metric)
+def curves_body(rep: Report) -> str:
+    p = _pick(rep, by=("fusion",), k=5)
+    df = gather.robustness_curves(p.rows, rep.ctx.metric)
     if df.empty:
-        raise Unavailable("No missing-rate conditions (miss_*) scored yet.")
-    band = "its 5 best trials of that cell" if stage == "search" else "seeds of that configuration"
-    return Section("curves", "Robustness curves", "Score as a growing share of test samples loses one modality; "
-                   "a flatter curve is a more robust strategy. Bands are 95% t-intervals (drawn when a strategy has at least 3 runs).",
-                   _note(f"{stage} stage, {split} split; each strategy's best cell, band across {band}.")
-                   + rep.fig(figures.robustness_curves(df, rep.ctx.metric)))
+        raise Unavailable("No robustness conditions (miss_* or another family) scored yet.")
+    band = "its 5 best trials of that cell" if p.show[0] == "search" else "seeds of that configuration"
+    fams = [f for f in tables.FAMILIES if f in set(df["family"])] + sorted(set(df["family"]) - set(tables.FAMILIES))
+    return (_split(p.note(rep.ctx)) + _note(f"Families: {', '.join(fams)}; band across {band}.")
+            + rep.fig(figures.robustness_curves(df, rep.ctx.metric, fams)))
 
 
-def pareto(rep: Report) -> Section:
+def conditions_body(rep: Report) -> str:
+    res = _need_results(rep)
+    conds = ["av", "audio_only", "video_only", *[c for c in _summary_conditions(res) if c not in NAMED]]
+    df, _ = gather.condition_winners(res, rep.ctx, conds)
+    if df.empty:
+        raise Unavailable("No dev scores per (strategy, data condition) yet.")
+    dims = [d for d in tables.DATA_CONDITIONS if d in df.columns]
+    sel = tables.selection_split(res, need=("fusion", *dims))
+    shown = sorted(set(df["shown_split"]))
+    text = (f"Selected on: {sel[0]} stage, dev split (per test condition, each strategy's configuration with "
+            f"the best dev score on that condition; the winner is the best strategy on dev). "
+            f"Shown: {'final stage, test split' if shown == ['test'] else ', '.join(shown) + ' split'}"
+            + ("" if shown == ["test"] else " (dev where the final stage does not cover the configuration)") + ".")
+    win = df[df["winner"]].copy()
+    runner = df[~df["winner"]].groupby([*dims, "condition"], sort=False).head(1).set_index([*dims, "condition"])
+    keys = list(zip(*[win[c] for c in [*dims, "condition"]]))
+    win["runner-up"] = [runner["fusion"].get(k, "") for k in keys]
+    win["runner-up shown"] = [runner["shown"].get(k, float("nan")) for k in keys]
+    cols = [*dims, "condition", "fusion", "augmentation", "dev", "shown", "shown_split", "runner-up",
+            "runner-up shown", "config_id"]
+    tab = win[cols].rename(columns={"fusion": "best strategy (dev)", "dev": f"dev {rep.ctx.metric}",
+                                    "shown": f"shown {rep.ctx.metric}"})
+    every = df.rename(columns={"dev": f"dev {rep.ctx.metric}", "shown": f"shown {rep.ctx.metric}"})
+    return (_split(text) + rep.fig(figures.condition_bars(df, rep.ctx.metric, dims))
+            + "<h3>Best strategy per data condition and test condition</h3>" + table(tab)
+            + f"<details><summary>every strategy, with the augmentation of its dev-selected configuration "
+              f"({len(df)} rows)</summary>{table(every)}</details>")
+
+
+def pareto_body(rep: Report) -> str:
     df = gather.pareto_data(_need_results(rep), rep.ctx)
     if df.empty:
         raise Unavailable("Needs av, audio_only and video_only scores of search trials.")
-    return Section("pareto", "Pareto front: full vs missing modality", "Upper right is best: good with both "
-                   "modalities and when either is missing. Points on the dotted front are not beaten on both "
-                   "axes by any other trial; larger, lighter markers took longer.", rep.fig(figures.pareto(df, rep.ctx.metric)))
+    return _no_selection("search", "dev", "every scored search trial") + rep.fig(figures.pareto(df, rep.ctx.metric))
 
 
 # ---------------------------------------------------------------- search diagnostics
 
-def importance(rep: Report) -> Section:
+def importance_body(rep: Report) -> str:
     tab, n = importance_data(_need_results(rep), rep.ctx)
     if tab.empty:
         raise Unavailable("Needs at least 8 scored search trials with varying parameters.")
-    return Section("importance", "Hyperparameter importance", "Share of the variance of the score explained by "
-                   "each parameter (fANOVA on Optuna trials rebuilt from the results); parameters absent from "
-                   "some trials (conditional ones) are left out.",
-                   _note(f"Search stage, dev split, {n} trials (seeded sample when more).")
-                   + rep.fig(figures.importance(tab, tab.columns[0])))
+    return (_no_selection("search", "dev", f"{n} search trials, a seeded sample when more")
+            + rep.fig(figures.importance(tab, tab.columns[0])))
 
 
-def parallel(rep: Report) -> Section:
+def parallel_body(rep: Report) -> str:
     df = gather.parallel_data(_need_results(rep), rep.ctx, PARALLEL_TOP)
     if len(df) < 2 or df.shape[1] < 2:
         raise Unavailable("Needs at least 2 scored search trials with varying parameters.")
-    return Section("parallel", "Parallel coordinates", "Each line is a trial, coloured by its objective; drag on "
-                   "an axis to keep only a range and see which settings the best trials share.",
-                   rep.fig(figures.parallel(df, f"{rep.ctx.condition} {rep.ctx.metric}")))
+    return (_no_selection("search", "dev", f"the {len(df)} best search trials by the dev objective")
+            + rep.fig(figures.parallel(df, f"{rep.ctx.condition} {rep.ctx.metric}")))
 
 
-def history(rep: Report) -> Section:
+def history_body(rep: Report) -> str:
     df = gather.history_data(_need_results(rep), rep.ctx)
     if df.empty:
         raise Unavailable("No scored search trials yet.")
-    return Section("history", "Optimisation history", "Objective of each search trial in start order, and the best "
-                   "so far: a line that stopped rising means the search has converged.",
-                   rep.fig(figures.history(df, f"dev {rep.ctx.condition} {rep.ctx.metric}", rep.ctx.maximize)))
+    return (_no_selection("search", "dev", "every scored search trial")
+            + rep.fig(figures.history(df, f"dev {rep.ctx.condition} {rep.ctx.metric}", rep.ctx.maximize)))
 
 
-def learning(rep: Report) -> Section:
+def learning_body(rep: Report) -> str:
     res = _need_results(rep)
     if rep.files.curves is None or rep.files.curves.empty:
         raise Unavailable("curves.parquet is missing or empty.")
     df, col = gather.learning_curve_data(rep.files.curves, res, rep.ctx)
     if df.empty:
         raise Unavailable("No learning curves for scored search trials.")
-    return Section("learning", "Learning curves", "Dev score per epoch of the best completed trials and a spread "
-                   "of early-stopped ones; a stopped curve that was still rising marks a scheduler that may be "
-                   "too aggressive.", rep.fig(figures.learning_curves(df, col)))
+    return (_split("Selected on: search stage, dev split (the best completed trials by the dev objective, and a "
+                   "spread of early-stopped ones). Shown: search stage, dev split, per epoch.")
+            + rep.fig(figures.learning_curves(df, col)))
 
 
 # ---------------------------------------------------------------- per class
 
-def confusion(rep: Report) -> Section | None:
+def confusion_body(rep: Report) -> str | None:
     if rep.ctx.task == "dimensional":
         return None  # no classes: the per-dimension CCC section covers dimensional tasks
-    stage, split = _evidence(rep)
+    p = _pick(rep)
     if not rep.ctx.classes:
         raise Unavailable("The class names are unknown (no classes in study.json and no f1__* columns).")
-    data = gather.confusion_data(gather.curve_rows(rep.results, rep.ctx, stage, split, k=1), len(rep.ctx.classes))
+    data = gather.confusion_data(p.rows, len(rep.ctx.classes))
     if not data:
         raise Unavailable("No confusion matrices recorded.")
-    return Section("confusion", "Confusion matrices", "Rows are true classes, normalised to 1: the diagonal is each "
-                   "class's recall, off-diagonal cells show which emotions are mistaken for which.",
-                   _note(f"{stage} stage, {split} split; best configuration of each strategy.")
-                   + rep.fig(figures.confusions(data, rep.ctx.classes)))
+    return _split(p.note(rep.ctx)) + rep.fig(figures.confusions(data, rep.ctx.classes))
 
 
-def per_class(rep: Report) -> Section:
-    stage, split = _evidence(rep)
-    df = gather.per_class_data(gather.curve_rows(rep.results, rep.ctx, stage, split, k=1), rep.ctx)
+def per_class_body(rep: Report) -> str:
+    p = _pick(rep)
+    df = gather.per_class_data(p.rows, rep.ctx)
     if df.empty:
         raise Unavailable("No per-class F1 or per-dimension CCC recorded.")
     label = "CCC" if rep.ctx.task == "dimensional" else "F1"
-    title = "Per-dimension CCC" if rep.ctx.task == "dimensional" else "Per-class F1"
-    return Section("perclass", title, "Which classes (or dimensions) each strategy gets right with both modalities "
-                   "and with only audio or only video: some emotions are carried by the voice, others by the face.",
-                   _note(f"{stage} stage, {split} split; best configuration of each strategy.")
-                   + rep.fig(figures.per_class(df, label)))
+    return _split(p.note(rep.ctx)) + rep.fig(figures.per_class(df, label))
 
 
 # ---------------------------------------------------------------- seeds and significance
 
-def _seed_stage(res: pd.DataFrame) -> tuple[str, str]:
-    for stage, split in (("rerun", "dev"), ("final", "test")):
-        if ((res["stage"] == stage) & (res["split"] == split)).any():
-            return stage, split
-    raise Unavailable("No re-run or final stage yet (seed variance needs repeated runs).")
-
-
-def seeds(rep: Report) -> Section:
-    stage, split = _seed_stage(_need_results(rep))
-    df = gather.seed_variance(rep.results, rep.ctx, stage, split, SEED_CONDITIONS)
+def seeds_body(rep: Report) -> str:
+    res = _need_results(rep)
+    if not ((res["stage"] == "rerun") & (res["split"] == "dev")).any():
+        raise Unavailable("No re-run stage yet (seed variance needs repeated runs).")
+    conds = [c for c in _summary_conditions(res) if c in NAMED or tables.is_area(c)]
+    df = gather.seed_variance(res, rep.ctx, "rerun", "dev", conds)
     if df.empty:
         raise Unavailable("No repeated runs with scores.")
     tab = df.drop(columns=["values"]).rename(columns={"lo": "ci95_lo", "hi": "ci95_hi"})
-    return Section("seeds", "Seed variance", "How much a configuration's score moves between seeds: overlapping "
-                   "intervals mean the ranking between those configurations is not settled.",
-                   _note(f"{stage} stage, {split} split.") + rep.fig(figures.seed_variance(df, rep.ctx.metric, rep.ctx.condition))
-                   + f"<details><summary>table</summary>{table(tab)}</details>")
+    return (_no_selection("rerun", "dev", "every re-run configuration")
+            + rep.fig(figures.seed_variance(df, rep.ctx.metric, rep.ctx.condition))
+            + f"<details><summary>table</summary>{table(tab)}</details>")
 
 
-def paired(rep: Report) -> Section:
+def paired_body(rep: Report) -> str:
     res = _need_results(rep)
-    stage, split = ("final", "test") if ((res["stage"] == "final") & (res["split"] == "test")).any() else _seed_stage(res)
-    conds = list(dict.fromkeys([rep.ctx.condition, "robustness"]))
-    df = gather.paired_comparison(res, rep.ctx, stage, split, conds)
-    if df.empty:
+    if not ((res["stage"] == "rerun") & (res["split"] == "dev")).any():
+        raise Unavailable("No re-run stage yet (a paired comparison needs each strategy run on the same seeds).")
+    conds = list(dict.fromkeys([rep.ctx.condition, *[c for c in _summary_conditions(res) if tables.is_area(c)]]))
+    df, p = gather.paired_comparison(res, rep.ctx, conds)
+    if df.empty or p is None:
         raise Unavailable("Needs at least two strategies with runs on the same seeds.")
-    return Section("paired", "Paired comparison of strategies", "Best configuration of strategy a minus that of b, "
-                   "paired by seed: a CI excluding 0 and a small p-value mean the difference is unlikely to be seed "
-                   "noise (with few seeds, p cannot be small).",
-                   _note(f"{stage} stage, {split} split, {rep.ctx.metric}.") + table(df))
+    return _split(p.note(rep.ctx)) + _note(f"Metric: {rep.ctx.metric}.") + table(df)
 
 
-def failures(rep: Report) -> Section:
+def failures_body(rep: Report) -> str:
     df = tables.failed_trials(_need_results(rep))
     if df.empty:
-        body = _note("No failed trials.")
-    else:
-        df = df.assign(error=df["error"].fillna("").astype(str).str.slice(0, 2000))
-        body = table(df, cls="wrap")
-    return Section("failed", "Failed trials", "Trials that raised an error, with the error they reported; "
-                   "they are excluded from every other section.", body)
+        return _note("No failed trials.")
+    return table(df.assign(error=df["error"].fillna("").astype(str).str.slice(0, 2000)), cls="wrap")
 
 
-SECTIONS = (overview, software, compute, leaderboard, heatmap, curves, pareto, importance, parallel, history,
-            learning, confusion, per_class, seeds, paired, failures)
-TITLES = {"heatmap": "Robustness heatmap", "curves": "Robustness curves", "pareto": "Pareto front",
-          "importance": "Hyperparameter importance", "parallel": "Parallel coordinates",
-          "history": "Optimisation history", "learning": "Learning curves", "confusion": "Confusion matrices",
-          "per_class": "Per-class scores", "seeds": "Seed variance", "paired": "Paired comparison",
-          "leaderboard": "Leaderboard", "compute": "Compute used", "failures": "Failed trials",
-          "software": "Software", "overview": "Study"}
+# ---------------------------------------------------------------- the list
+
+@dataclass(frozen=True)
+class SectionDef:
+    anchor: str  # HTML id, and the link target in the page's navigation
+    title: str
+    how_to_read: str  # shown under the title and in reports/README_SECTIONS.md
+    body: Callable[[Report], str | None]
 
 
-def build_section(fn, rep: Report) -> Section | None:
+SECTIONS: tuple[SectionDef, ...] = (
+    SectionDef("sanity", "Sanity checks", "Trials and conditions whose predictions are degenerate (flag nan: "
+               "non-finite predictions; one_class: every prediction is the same class; chance: score within "
+               "chance level). A modality flagged in every trial of a stage raises a red banner at the top: such a "
+               "study is not a result.", sanity_body),
+    SectionDef("study", "Study", "What was run (spec as run), how trials are ranked and where the best "
+               "configurations are chosen (dev, never test); the data conditions (r, audio_only_share) and the "
+               "searched augmentations; files the report could not read are listed in red (normal while a study "
+               "is running).", overview_body),
+    SectionDef("software", "Software", "Package versions and git commit the study ran with: rerun with the same "
+               "ones to reproduce its numbers.", software_body),
+    SectionDef("compute", "Compute used", "Trials by stage and status, elapsed time, CPU/GPU-hours (wall time x "
+               "reserved CPUs/GPUs) and the time early stopping saved (each stopped trial's missing epochs, up to "
+               "the longest completed trial of its stage, at its own mean epoch time).", compute_body),
+    SectionDef("leaderboard", "Leaderboard", "Trials of each stage with their scores per condition (search and "
+               "re-run: dev; final: test), data conditions, realised unpaired share, degenerate flag and "
+               "parameters ([data] and [augmentation] marked); the final stage is ordered by its configuration's "
+               "dev objective, not by test. Click a header to sort; large studies show the best 200.",
+               leaderboard_body),
+    SectionDef("heatmap", "Robustness heatmap", "One panel per fusion strategy: a row is a data condition (share "
+               "of unpaired training data r, and audio_only_share when the study varies it), a column a test "
+               "condition or a family's robustness area; brighter is better, so look at how fast a row fades "
+               "towards heavily missing test conditions.", heatmap_body),
+    SectionDef("curves", "Robustness curves", "One panel per condition family (whole stream missing, frames "
+               "dropped, gaps, noise, asynchrony): score vs the family's level, one line per strategy (its "
+               "dev-selected configuration) with a 95% t-interval band across seeds (or the cell's 5 best search "
+               "trials; drawn from 3 runs up); flatter means more robust.", curves_body),
+    SectionDef("conditions", "Data condition: which strategy holds up", "For each data condition (r) and each "
+               "test condition: every strategy's configuration chosen on dev for that condition, its "
+               "augmentation setting and its test score; the table names the strategy dev chose and the "
+               "runner-up.", conditions_body),
+    SectionDef("pareto", "Pareto front", "Each search trial's full-modality (av) score vs its worst "
+               "single-modality score; upper right is best, the dotted line joins trials no other trial beats on "
+               "both axes, marker size/colour is wall time.", pareto_body),
+    SectionDef("importance", "Hyperparameter importance", "fANOVA share of score variance explained by each "
+               "parameter (Optuna evaluator on trials rebuilt from the results), for the objective and per "
+               "condition (av, audio-only, video-only, robustness); data conditions and augmentations are marked; "
+               "conditional parameters are left out.", importance_body),
+    SectionDef("parallel", "Parallel coordinates", "The 300 best search trials, one line each, coloured by "
+               "objective; drag along an axis to filter and see which settings the best trials share.",
+               parallel_body),
+    SectionDef("history", "Optimisation history", "Objective of each search trial in start order (x = "
+               "early-stopped) and the best so far; a flat best-so-far line means the search has converged.",
+               history_body),
+    SectionDef("learning", "Learning curves", "Dev score per epoch of the best completed trials and a spread of "
+               "early-stopped ones (dashed grey, x at the last epoch); stopped curves that were still rising hint "
+               "at an over-aggressive scheduler.", learning_body),
+    SectionDef("confusion", "Confusion matrices", "Row-normalised (rows = true class) for each strategy's "
+               "dev-selected configuration on the av condition: the diagonal is per-class recall, off-diagonal "
+               "cells show which emotions are confused.", confusion_body),
+    SectionDef("perclass", "Per-class F1 / per-dimension CCC", "Per class (categorical) or per dimension "
+               "(arousal/valence/dominance) score with both modalities, audio only and video only: which "
+               "emotions the voice carries and which the face.", per_class_body),
+    SectionDef("seeds", "Seed variance", "Each re-run configuration's mean over seeds with a 95% bootstrap CI "
+               "and the single runs, per condition; overlapping intervals mean the ranking is not settled.",
+               seeds_body),
+    SectionDef("paired", "Paired comparison of strategies", "Dev-selected configuration of strategy a minus "
+               "that of b, paired by seed: mean difference, bootstrap CI and Wilcoxon signed-rank p-value; with 3 "
+               "seeds p cannot go below 0.25.", paired_body),
+    SectionDef("failed", "Failed trials", "Trials that raised an error, with the error; they are excluded from "
+               "every other section.", failures_body),
+)
+
+
+def build_section(sd: SectionDef, rep: Report) -> Section | None:
     """Runs one section (None: not relevant to this study); missing inputs or an unexpected error
     become a note in that section."""
     try:
-        return fn(rep)
+        body = sd.body(rep)
     except Unavailable as e:
-        return Section(fn.__name__, TITLES[fn.__name__], "", _note(str(e)))
+        body = _note(str(e))
     except Exception as e:  # keep the rest of the report usable; the error is shown, not hidden
-        return Section(fn.__name__, TITLES[fn.__name__], "",
-                       f"<p class='problem'>This section could not be built: {esc(type(e).__name__)}: {esc(e)}</p>")
+        body = f"<p class='problem'>This section could not be built: {esc(type(e).__name__)}: {esc(e)}</p>"
+    return None if body is None else Section(sd.anchor, sd.title, sd.how_to_read, body)

@@ -2,7 +2,7 @@
 
 Checks: no SEVERE console message, every plot div rendered by plotly.js, no network request, hostile
 labels shown as text (no script runs), sortable tables sort; saves a full-page screenshot under the
-pytest tmp dir and copies it to /tmp/avstudy_report.png.
+pytest tmp dir and copies it to /tmp/avstudy_report.png (/tmp/avstudy_report_families.png).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import FakeStudy, write_study  # noqa: E402
+from fake_results import ALL_FAMILIES, FakeStudy, write_study  # noqa: E402
 
 from reports.build import write_index, write_report  # noqa: E402
 
@@ -88,25 +88,38 @@ def _screenshot(driver, dest: Path) -> None:
 def _assert_clean(driver, logs: list[dict]) -> None:
     severe = [m for m in logs if m.get("level") == "SEVERE"]
     assert not severe, severe
-    resources = driver.execute_script("return performance.getEntriesByType('resource').map(function(e){return e.name;})")
+    resources = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(function(e){return e.name;})")
     remote = [r for r in resources if not r.startswith(("file:", "data:", "blob:", "about:"))]
     assert not remote, remote
 
 
-def test_report_renders_every_plot(driver, tmp_path):
-    study = write_study(tmp_path / "study", FakeStudy(n_trials=40, seed=3))
-    path = write_report(study)
+@pytest.mark.parametrize("families", [(), ALL_FAMILIES], ids=["first-layout", "families"])
+def test_report_renders_every_plot(driver, tmp_path, families):
+    cfg = FakeStudy(n_trials=40, seed=3, families=families, degenerate_trials=2 if families else 0,
+                    augment=bool(families))
+    path = write_report(write_study(tmp_path / "study", cfg))
     logs = _open(driver, path)
     _assert_clean(driver, logs)
     plots = _plots(driver)
-    assert len(plots) == 10, plots  # every plotting section produced a figure
+    assert len(plots) == 11, plots  # every plotting section produced a figure
     assert all(svg and layout and h > 100 for _, svg, layout, h in plots), plots
     text = driver.find_element("tag name", "body").text
     assert "could not be built" not in text
+    banners = driver.find_elements("css selector", "div.banner")
+    if families:  # degenerate trials: a visible warning above the navigation, naming them
+        assert len(banners) == 1 and banners[0].is_displayed()
+        assert banners[0].rect["y"] < driver.find_element("tag name", "nav").rect["y"]
+        assert "2 trial(s) have degenerate predictions" in banners[0].text and "search-00000" in banners[0].text
+        curves = driver.execute_script("return document.querySelector('#curves div.plot')._fullLayout.annotations"
+                                       ".map(function(a){return a.text;})")
+        assert curves == list(("miss", *ALL_FAMILIES))  # one panel per condition family
+    else:
+        assert banners == []
     shot = tmp_path / "report.png"
     _screenshot(driver, shot)
     assert shot.stat().st_size > 50_000
-    shutil.copy(shot, "/tmp/avstudy_report.png")
+    shutil.copy(shot, f"/tmp/avstudy_report{'_families' if families else ''}.png")
 
 
 def test_running_study_with_missing_files(driver, tmp_path):
@@ -135,7 +148,8 @@ def test_hostile_labels_stay_text(driver, tmp_path):
     assert n_scripts == len(_plots(driver)) + 2  # plotly.js + one per figure + table sorting
     body = driver.find_element("tag name", "body").text
     assert HOSTILE in body and "onerror" in body  # shown as text in the header/tables
-    legend = driver.execute_script("return Array.from(document.querySelectorAll('.legendtext')).map(function(e){return e.textContent;})")
+    legend = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.legendtext')).map(function(e){return e.textContent;})")
     assert HOSTILE in legend  # plotly shows the label as text
 
 

@@ -1,0 +1,136 @@
+"""Sanity of a study's results: degenerate predictions (the `flag` / `degenerate` columns of
+docs/CONTRACTS.md), whole modalities that are degenerate, data conditions searched inside cells and
+features that were not normalised. What `check` finds goes to the top of the report and the index."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports.html import esc
+from reports.load import FIXED_CONDITIONS
+from reports.tables import STAGES, searched_data_conditions
+
+FLAG_MEANING = {"nan": "non-finite predictions", "one_class": "every prediction is the same class",
+                "chance": "score within chance level"}
+
+
+@dataclass(frozen=True)
+class Sanity:
+    has_flags: bool  # the results carry the `flag` column
+    flagged: pd.DataFrame  # one row per flagged row: trial_id, stage, split, fusion, condition, flag
+    trials: tuple[str, ...]  # degenerate trials (a flag on av / audio_only / video_only)
+    modalities: tuple[dict, ...]  # {condition, stage, n, flags}: every trial of that stage flagged
+    searched_data: tuple[str, ...] = ()  # data conditions searched inside cells
+    not_normalised: int = 0  # trials whose features were not z-scored
+    opt_in: bool = False  # study.json says data conditions may be searched inside cells
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def alarming(self) -> bool:
+        return bool(self.modalities)
+
+
+def _recorded_data_conditions(meta: dict) -> dict:
+    """study.json's selection.data_conditions ({"searched": [...], "opt_in": bool}), {} if absent."""
+    sel = meta.get("selection") if isinstance(meta.get("selection"), dict) else {}
+    dc = sel.get("data_conditions")
+    return dc if isinstance(dc, dict) else {}
+
+
+def _opt_in(meta: dict) -> bool:
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    return bool(spec.get("search_data_conditions") or _recorded_data_conditions(meta).get("opt_in"))
+
+
+def _searched(results: pd.DataFrame, meta: dict) -> tuple[str, ...]:
+    recorded = _recorded_data_conditions(meta).get("searched") or []
+    found = searched_data_conditions(results) if results is not None and len(results) else []
+    return tuple(dict.fromkeys([*map(str, recorded if isinstance(recorded, list) else []), *found]))
+
+
+def _degenerate_trials(results: pd.DataFrame) -> tuple[str, ...]:
+    ids = set()
+    if "degenerate" in results:
+        ids |= set(results.loc[results["degenerate"].fillna(False).astype(bool), "trial_id"])
+    if "flag" in results:
+        named = results[results["condition"].isin(FIXED_CONDITIONS) & results["flag"].notna()]
+        ids |= set(named["trial_id"])
+    return tuple(sorted(map(str, ids)))
+
+
+def _modalities(rows: pd.DataFrame) -> tuple[dict, ...]:
+    """Named conditions whose rows are flagged in every trial of a stage (latest stage first)."""
+    out = []
+    for stage in reversed(STAGES):
+        for cond in FIXED_CONDITIONS:
+            g = rows[(rows["stage"] == stage) & (rows["condition"] == cond)]
+            if len(g) and g["flag"].notna().all():
+                out.append({"condition": cond, "stage": stage, "n": int(g["trial_id"].nunique()),
+                            "flags": ", ".join(sorted(set(g["flag"].astype(str))))})
+    return tuple(out)
+
+
+def check(results: pd.DataFrame | None, meta: dict) -> Sanity:
+    empty = pd.DataFrame(columns=["trial_id", "stage", "split", "fusion", "condition", "flag"])
+    if results is None or results.empty:
+        return Sanity(False, empty, (), (), _searched(results, meta), opt_in=_opt_in(meta))
+    rows = results[results["condition"].notna()]
+    has = "flag" in rows.columns
+    flagged = rows[rows["flag"].notna()] if has else rows.iloc[:0]
+    cols = [c for c in ("trial_id", "stage", "split", "fusion", "train_missing_rate", "condition", "flag")
+            if c in rows.columns]
+    norm = results.drop_duplicates("trial_id")["normalize"] if "normalize" in results else pd.Series(dtype=object)
+    return Sanity(has, flagged[cols].reset_index(drop=True), _degenerate_trials(results),
+                  _modalities(rows) if has else (), _searched(results, meta),
+                  int((norm.notna() & ~norm.fillna(True).astype(bool)).sum()), _opt_in(meta))
+
+
+def _trial_list(ids, limit: int = 12) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def warnings(s: Sanity) -> list[tuple[str, str]]:
+    """(level, text) lines: level "alarm" for a degenerate modality, "warn" for the rest."""
+    out = []
+    for cond in dict.fromkeys(m["condition"] for m in s.modalities):
+        ms = [m for m in s.modalities if m["condition"] == cond]
+        where = ", ".join(f"{m['stage']} stage ({m['n']} of {m['n']})" for m in ms)
+        flags = ", ".join(sorted({f for m in ms for f in m["flags"].split(", ")}))
+        out.append(("alarm", f"DEGENERATE MODALITY: {cond} predictions are degenerate in every trial of the "
+                    f"{where}; flags: {flags}. Scores and comparisons on {cond} are not results, and neither is "
+                    "a ranking of strategies that relies on them."))
+    if s.trials:
+        out.append(("warn", f"{len(s.trials)} trial(s) have degenerate predictions on av, audio_only or "
+                    f"video_only: {_trial_list(list(s.trials), 6)} (all in Sanity checks)."))
+    for name in s.searched_data:
+        opt = "the spec opts in" if s.opt_in else "the spec does not say it opted in"
+        out.append(("warn", f"Data condition searched inside cells: {name} varies between the search trials "
+                    f"of one cell ({opt}), so each cell could pick its easiest data mix; cells do not compare "
+                    "like with like."))
+    if s.not_normalised:
+        out.append(("warn", f"{s.not_normalised} trial(s) ran on features that were not z-scored with "
+                    "training statistics (normalize = false)."))
+    return out
+
+
+def banner_html(s: Sanity, href: str = "#sanity") -> str:
+    lines = warnings(s)
+    if not lines:
+        return ""
+    items = "".join(f"<li class='{lvl}'>{esc(text)}</li>" for lvl, text in lines)
+    klass = "banner alarm" if s.alarming else "banner"
+    return f"<div class='{klass}' role='alert'><ul>{items}</ul><a href='{esc(href)}'>details</a></div>"
+
+
+def index_text(s: Sanity) -> str:
+    """Short warning of one index row ("" when nothing is wrong)."""
+    stages = {}
+    for m in s.modalities:
+        stages.setdefault(m["condition"], []).append(m["stage"])
+    parts = [f"DEGENERATE {cond} ({', '.join(st)})" for cond, st in stages.items()]
+    if s.trials:
+        parts.append(f"{len(s.trials)} degenerate trial(s)")
+    parts += [f"{n} searched in cells" for n in s.searched_data]
+    return "; ".join(parts)
