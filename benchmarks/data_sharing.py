@@ -63,10 +63,10 @@ def trial(data: str, copy_all: bool, ready, go, out) -> None:
     """One trial's memory: torch + the model + every training batch through the loader."""
     import torch
 
+    from model.build import build_model
     from study.data.dataset import open_dataset
     from study.training.config import config_from_flat
     from study.training.loader import load_splits
-    from model.build import build_model
 
     torch.set_num_threads(1)
     cfg = config_from_flat({"preset": "tiny"}, data_dir=data)
@@ -132,7 +132,8 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         data = make_data(Path(tmp) / "data", args.utts)
         size = sum(f.stat().st_size for f in Path(data).glob("*.arrow")) / 2**20
-        print(f"dataset: {args.utts} utterances, {size:.0f} MiB of features, written in {time.perf_counter() - t0:.0f} s")
+        took = time.perf_counter() - t0
+        print(f"dataset: {args.utts} utterances, {size:.0f} MiB of features, written in {took:.0f} s")
         res = {"size_mib": size}
         for copy_all in (False, True):
             one, four = measure_pss(data, 1, copy_all), measure_pss(data, 4, copy_all)

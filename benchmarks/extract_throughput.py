@@ -40,7 +40,7 @@ def run_once(raw: Path, out: Path, args, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--utts", type=int, default=96, help="utterances (rounded up to 4 per speaker)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each utterance")
@@ -50,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (1: in-process)")
     p.add_argument("--shard-size", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2, help="runs per worker count, alternating")
+    p.add_argument("--quick", action="store_true", help="12 utterances of 1 s, one round (smoke run)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.utts, args.seconds, args.rounds, args.shard_size = 12, 1.0, 1, 4
+    return args
+
+
+def run(args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    """(workers, median seconds, utterances/s) per worker count; prints the table."""
     counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="extract-bench-") as tmp:
         raw = Path(tmp) / "raw"
@@ -69,8 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---:|---:|---:|---:|")
     for w, secs, rate in rows:
         print(f"| {w}{' (in-process)' if w == 1 else ''} | {secs:.1f} | {rate:.2f} | {rate / rows[0][2]:.2f}x |")
-    return 0
+    return rows
+
+
+def summary(rows: list[tuple[int, float, float]]) -> list[dict]:
+    """For benchmarks/run_all.py: parallel over in-process utterances/s."""
+    base = rows[0][2]
+    return [{"measure": "feature extraction utterances/s", "alternatives": f"{w} workers / in-process",
+             "ratio": rate / base, "target": "> 1 (report)", "met": None} for w, _, rate in rows[1:]]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(parse_args())

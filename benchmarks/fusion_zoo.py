@@ -28,7 +28,6 @@ from model import build_model, model_config  # noqa: E402
 from model.registry import FUSIONS  # noqa: E402
 
 
-
 def strategies() -> tuple[str, ...]:
     """Every registered strategy (model/registry.py), read when the benchmark runs."""
     return tuple(FUSIONS)

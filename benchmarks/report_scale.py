@@ -34,13 +34,16 @@ def section_times(study_dir: Path) -> list[tuple[str, float, int]]:
     return out
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--dir", default="/tmp/avstudy_scale")
     ap.add_argument("--layout", choices=("families", "first"), default="families",
                     help="families: every condition family of docs/CONTRACTS.md (wave 2); first: miss_* only")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
     fams = ALL_FAMILIES if args.layout == "families" else ()
     cfg = FakeStudy(name="scale", n_trials=args.trials, n_failed=max(2, args.trials // 100), max_epochs=30,
                     train_rates=(0.0, 0.25, 0.5, 0.75), families=fams, augment=bool(fams))
@@ -63,7 +66,16 @@ def main() -> None:
     print("per section (s, KB of HTML):")
     for name, sec, n in section_times(study):
         print(f"  {name:12s} {sec:6.2f} {n / 1e3:8.1f}")
+    return {"render_s": total, "bytes": size, "trials": args.trials}
+
+
+def summary(res: dict) -> list[dict]:
+    """For benchmarks/run_all.py: render time and size against their budgets."""
+    return [{"measure": f"report of {res['trials']} search trials: render s", "alternatives": "render / 30 s budget",
+             "ratio": res["render_s"] / 30, "target": "<= 1", "met": res["render_s"] <= 30},
+            {"measure": "report HTML size", "alternatives": "size / 15 MB budget",
+             "ratio": res["bytes"] / 15e6, "target": "<= 1", "met": res["bytes"] <= 15e6}]
 
 
 if __name__ == "__main__":
-    main()
+    run(parse_args())

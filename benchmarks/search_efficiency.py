@@ -190,7 +190,7 @@ def epochs_to(curve: np.ndarray, target: float) -> int | None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from study.data.synth import make_corpus
+    from study.data.generate import make_corpus
 
     space = SPACE_QUICK if args.quick else SPACE_FULL
     epochs = 3 if args.quick else args.epochs

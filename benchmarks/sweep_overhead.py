@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from study.data.synth import make_corpus
+    from study.data.generate import make_corpus
     from study.runs.ray_exec import worker_env
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -115,6 +115,7 @@ def _validate(cfg: ModelConfig) -> list[str]:
 
 PRESETS: dict[str, dict] = {
     "paper": {},
+    "official": {},  # paper sizes; with it, study/training/config.py applies the official training recipe
     "tiny": dict(audio_dim=32, video_dim=24, proj_dim=16, d_model=32, n_heads=2, enc_layers=1,
                  shared_layers=1, kernel_size=7, ff_mult=2, dropout=0.1, head_dropout=0.1,
                  head_hidden=16, gated_hidden=16, xattn_layers=1, foal_proj_dim=16, foal_layers=1,

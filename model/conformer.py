@@ -148,3 +148,18 @@ class CrossAttentionBlock(nn.Module):
         x = x + self.drop(self.attn(self.norm_q(x), self.norm_kv(y), y_mask))
         x = x + self.ff(x)
         return zero_padding(x, x_mask)
+
+
+class PostLNCrossAttentionBlock(nn.Module):
+    """Foal-Net's cross-attention layer (official model.py MultiHeadCrossAttention):
+    LN(x + Dropout(Attn(x, y))), no feed-forward, no dropout on the attention weights."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout=0.0)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+        # x: (B, Tx, D) queries, y: (B, Ty, D) keys/values, masks (B, T*) bool -> (B, Tx, D)
+        return zero_padding(self.norm(x + self.drop(self.attn(x, y, y_mask))), x_mask)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import ModelConfig
-from model.conformer import CrossAttentionBlock
+from model.conformer import CrossAttentionBlock, PostLNCrossAttentionBlock
 from model.heads import MLPHead, masked_mean
 
 
@@ -54,7 +54,8 @@ class FusionStrategy(nn.Module):
 
 
 def _head(cfg: ModelConfig, d_in: int) -> MLPHead:
-    return MLPHead(d_in, cfg.d_model, cfg.head_hidden, cfg.n_outputs, cfg.dropout)
+    return MLPHead(d_in, cfg.d_model, cfg.head_hidden, cfg.n_outputs, cfg.head_dropout,
+                   cfg.head_bottleneck_relu)
 
 
 def mix_predictions(audio_pred: Tensor, video_pred: Tensor, w_audio: Tensor, task: str) -> Tensor:
@@ -122,25 +123,33 @@ class CrossModalFusion(nn.Module):
     """MulT-style cross-modal attention in both directions -> concat of the pooled results.
 
     audio queries attend over the video frames (layer by layer, keys/values stay the video
-    encoder output) and vice versa; returns (P, 2D).
+    encoder output) and vice versa; returns (P, 2D): [a2v pooled | v2a pooled].
+    form "pre_ln": pre-LN blocks with a feed-forward (MulT); "post_ln": Foal-Net's official layer.
     """
 
-    def __init__(self, cfg: ModelConfig, n_layers: int):
+    def __init__(self, cfg: ModelConfig, n_layers: int, n_heads: int | None = None, form: str = "pre_ln"):
         super().__init__()
+        heads = n_heads or cfg.n_heads
 
-        def stack() -> nn.ModuleList:
-            return nn.ModuleList(CrossAttentionBlock(cfg.d_model, cfg.n_heads, cfg.ff_mult, cfg.dropout)
-                                 for _ in range(n_layers))
+        def block() -> nn.Module:
+            if form == "post_ln":
+                return PostLNCrossAttentionBlock(cfg.d_model, heads, cfg.dropout)
+            return CrossAttentionBlock(cfg.d_model, heads, cfg.ff_mult, cfg.dropout)
 
-        self.a2v = stack()
-        self.v2a = stack()
+        self.a2v = nn.ModuleList(block() for _ in range(n_layers))
+        self.v2a = nn.ModuleList(block() for _ in range(n_layers))
+
+    @staticmethod
+    def direction(stack: nn.ModuleList, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+        """Queries x (P, Tx, D) attend over y (P, Ty, D) through `stack` -> pooled (P, D)."""
+        for blk in stack:
+            x = blk(x, x_mask, y, y_mask)
+        return masked_mean(x, x_mask)
 
     def forward(self, a: Tensor, a_mask: Tensor, v: Tensor, v_mask: Tensor) -> Tensor:
-        xa, xv = a, v
-        for blk_a, blk_v in zip(self.a2v, self.v2a):
-            xa = blk_a(xa, a_mask, v, v_mask)  # (P, Ta, D)
-            xv = blk_v(xv, v_mask, a, a_mask)  # (P, Tv, D)
-        return torch.cat([masked_mean(xa, a_mask), masked_mean(xv, v_mask)], dim=-1)  # (P, 2D)
+        xa = self.direction(self.a2v, a, a_mask, v, v_mask)  # (P, D)
+        xv = self.direction(self.v2a, v, v_mask, a, a_mask)  # (P, D)
+        return torch.cat([xa, xv], dim=-1)  # (P, 2D)
 
 
 class CrossAttentionFusion(FusionStrategy):
@@ -183,37 +192,58 @@ def emotion_groups(target: Tensor, label: Tensor, task: str) -> Tensor:
     return 2 * (target[:, 0] > 0).long() + (target[:, 1] > 0).long()
 
 
-def alignment_loss(sim: Tensor, groups: Tensor) -> Tensor:
+def alignment_loss(sim: Tensor, groups: Tensor, positives: str = "mean") -> Tensor:
     """Multi-positive InfoNCE. sim: (P, P) scaled audio-to-video similarities, groups: (P,).
 
-    Positives of audio i = every video j with the same group (including j = i); the target
-    distribution is uniform over them. Average of the audio->video and video->audio directions.
+    Positives of audio i = every video j with the same group (including j = i). positives="mean":
+    the target distribution is uniform over them (each anchor weighs 1); "sum": every positive
+    has target 1, so an anchor weighs its number of positives (official model.py, loss_a2v).
+    Average of the audio->video and video->audio directions.
     """
     pos = (groups[:, None] == groups[None, :]).to(sim.dtype)  # (P, P), symmetric
-    t = pos / pos.sum(1, keepdim=True)
+    t = pos / pos.sum(1, keepdim=True) if positives == "mean" else pos
     a2v = -(t * F.log_softmax(sim, dim=1)).sum(1).mean()
     v2a = -(t * F.log_softmax(sim.t(), dim=1)).sum(1).mean()
     return 0.5 * (a2v + v2a)
 
 
 @torch.no_grad()
-def matching_pairs(sim: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def hard_negatives(sim: Tensor, groups: Tensor, mode: str = "argmax") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One different-group partner per anchor, for the label matching task.
+
+    sim: (P, P) audio-row x video-column similarity (scaled logits for mode "sample"), groups: (P,).
+    Returns (rows, video of each row, cols, audio of each col): audio anchors that have a
+    different-group video and the chosen video, then video anchors and the chosen audio.
+    mode "argmax": the most similar different-group partner; "sample": drawn with probability
+    softmax(sim) over the different-group partners (official model.py, torch.multinomial).
+    """
+    diff = groups[:, None] != groups[None, :]  # (P, P)
+    masked = sim.float().masked_fill(~diff, float("-inf"))
+    rows = diff.any(1).nonzero().squeeze(1)  # audio with a possible negative
+    cols = diff.any(0).nonzero().squeeze(1)  # video with a possible negative
+    if mode == "sample":
+        row_neg = torch.multinomial(masked[rows].softmax(1), 1).squeeze(1) if rows.numel() else rows
+        col_neg = torch.multinomial(masked[:, cols].t().softmax(1), 1).squeeze(1) if cols.numel() else cols
+    else:
+        row_neg, col_neg = masked[rows].argmax(1), masked[:, cols].argmax(0)
+    return rows, row_neg, cols, col_neg
+
+
+@torch.no_grad()
+def matching_pairs(sim: Tensor, groups: Tensor, mode: str = "argmax") -> tuple[Tensor, Tensor, Tensor]:
     """Pairs for the cross-modal emotion label matching task.
 
     sim: (P, P) audio-row x video-column similarity, groups: (P,).
     Returns audio indices, video indices and targets (1. = same emotion), each (N,):
-    the P original pairs (i, i) as positives, then for every audio i the most similar video with
-    a different group, then for every video j the most similar audio with a different group
-    (rows/columns without any different-group sample get no negative).
+    the P original pairs (i, i) as positives, then for every audio i a video with a different
+    group, then for every video j an audio with a different group (see hard_negatives; rows and
+    columns without any different-group sample get no negative).
     """
     p = groups.shape[0]
-    diff = groups[:, None] != groups[None, :]  # (P, P)
-    masked = sim.masked_fill(~diff, float("-inf"))
-    rows = diff.any(1).nonzero().squeeze(1)  # audio with a possible negative
-    cols = diff.any(0).nonzero().squeeze(1)  # video with a possible negative
+    rows, row_neg, cols, col_neg = hard_negatives(sim, groups, mode)
     idx = torch.arange(p, device=sim.device)
-    a_idx = torch.cat([idx, rows, masked[:, cols].argmax(0)])
-    v_idx = torch.cat([idx, masked[rows].argmax(1), cols])
+    a_idx = torch.cat([idx, rows, col_neg])
+    v_idx = torch.cat([idx, row_neg, cols])
     target = (groups[a_idx] == groups[v_idx]).to(sim.dtype)
     return a_idx, v_idx, target
 
@@ -222,30 +252,43 @@ class FoalNetFusion(FusionStrategy):
     """"foalnet": fusion after alignment (Li et al., arXiv 2408.09438; official code layout
     ASolitaryMan/Foal-Net model.py).
 
-    (a) audio-video emotion alignment: projected, L2-normalised pooled embeddings, multi-positive
-        InfoNCE with positives = same emotion group (see emotion_groups), learnable temperature
-        (init foal_temperature) -> aux "align" (weight foal_align_weight);
-    (b) cross-modal emotion label matching: a binary classifier on the cross-attention fusion of
-        (audio, video) pairs says whether they carry the same emotion; negatives are the hardest
-        (most similar) different-group partners -> aux "match" (weight foal_match_weight);
-    (c) classification from the bidirectional cross-attention fusion (foal_layers per direction).
+    (a) audio-video emotion alignment: projected (foal_proj_dropout), L2-normalised pooled
+        embeddings, multi-positive InfoNCE with positives = same emotion group (see
+        emotion_groups; foal_positives mean | sum), learnable temperature (init foal_temperature;
+        foal_temperature_form "paper": logits = cos * exp(s), s = log(1/tau); "official":
+        logits = cos / t with t initialised to log(1/tau)) -> aux "align" (weight foal_align_weight);
+    (b) cross-modal emotion label matching: does a cross-attention fused (audio, video) pair carry
+        the same emotion? Negatives are different-group partners (foal_negatives argmax | sample).
+        foal_match_heads "directional": an a2v and a v2a 2-way head, each on its own direction's
+        pooled stream, P positives + one negative per anchor (official); "joint": one binary
+        head on both directions, P positives + a negative per audio and per video
+        -> aux "match" (weight foal_match_weight);
+    (c) classification from the bidirectional cross-attention fusion (foal_layers per direction,
+        foal_heads heads, foal_xattn post_ln (official) | pre_ln).
     Switches foal_use_align / foal_use_match remove (a) / (b) and their parameters. Batches with
     fewer than two paired samples give zero aux losses.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.fuse = CrossModalFusion(cfg, cfg.foal_layers)
+        self.fuse = CrossModalFusion(cfg, cfg.foal_layers, cfg.foal_heads, cfg.foal_xattn)
         self.head = _head(cfg, 2 * cfg.d_model)
         self.use_align, self.use_match = cfg.foal_use_align, cfg.foal_use_match
+        self.temperature, self.temperature_form = cfg.foal_temperature, cfg.foal_temperature_form
+        self.positives, self.negatives = cfg.foal_positives, cfg.foal_negatives
+        self.match_heads = cfg.foal_match_heads
         self.aux_weights = {}
         if self.use_align:
-            self.proj_audio = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.dropout)
-            self.proj_video = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.dropout)
+            self.proj_audio = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.foal_proj_dropout)
+            self.proj_video = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.foal_proj_dropout)
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.foal_temperature)))
             self.aux_weights["align"] = cfg.foal_align_weight
         if self.use_match:
-            self.match_head = nn.Linear(2 * cfg.d_model, 1)
+            if self.match_heads == "directional":
+                self.match_a2v = nn.Linear(cfg.d_model, 2)
+                self.match_v2a = nn.Linear(cfg.d_model, 2)
+            else:
+                self.match_head = nn.Linear(2 * cfg.d_model, 1)
             self.aux_weights["match"] = cfg.foal_match_weight
 
     def embeddings(self, inp: FusionInput) -> tuple[Tensor, Tensor]:
@@ -256,22 +299,31 @@ class FoalNetFusion(FusionStrategy):
             za, zv = inp.audio_pooled, inp.video_pooled
         return F.normalize(za, dim=-1), F.normalize(zv, dim=-1)
 
+    def logits(self, sim: Tensor) -> Tensor:
+        """(P, P) cosine similarities -> contrastive logits (the temperature form)."""
+        if not self.use_align:
+            return sim / self.temperature
+        if self.temperature_form == "official":
+            return sim / self.logit_scale  # official: sim / temp, temp initialised to log(1/0.07)
+        return sim * self.logit_scale.exp().clamp(max=100.0)
+
     def forward(self, inp: FusionInput) -> FusionOutput:
         fused = self.fuse(inp.audio, inp.audio_mask, inp.video, inp.video_mask)  # (P, 2D)
         out = FusionOutput(self.head(fused))
         p = fused.shape[0]
         groups = emotion_groups(inp.target, inp.label, self.task)
         za, zv = self.embeddings(inp)
-        sim = za @ zv.t()  # (P, P) cosine similarity
+        logits = self.logits(za @ zv.t())  # (P, P)
         if self.use_align:
-            scale = self.logit_scale.exp().clamp(max=100.0)
-            out.aux["align"] = alignment_loss(sim * scale, groups) if p >= 2 else sim.sum() * 0.0
+            out.aux["align"] = alignment_loss(logits, groups, self.positives) if p >= 2 else logits.sum() * 0.0
         if self.use_match:
-            out.aux["match"] = self._match_loss(inp, fused, sim.detach(), groups)
+            out.aux["match"] = self._match_loss(inp, fused, logits.detach(), groups)
         return out
 
     def _match_loss(self, inp: FusionInput, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
-        a_idx, v_idx, target = matching_pairs(sim, groups)
+        if self.match_heads == "directional":
+            return self._directional_match_loss(inp, fused, sim, groups)
+        a_idx, v_idx, target = matching_pairs(sim, groups, self.negatives)
         p = fused.shape[0]
         neg_a, neg_v = a_idx[p:], v_idx[p:]
         parts = [fused]  # the original pairs are the positives: reuse their fusion
@@ -280,6 +332,29 @@ class FoalNetFusion(FusionStrategy):
                                    inp.video[neg_v], inp.video_mask[neg_v]))
         logits = self.match_head(torch.cat(parts)).squeeze(-1)  # (N,)
         return F.binary_cross_entropy_with_logits(logits, target)
+
+    def _directional_match_loss(self, inp: FusionInput, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
+        """Official MEM: mean of the a2v and v2a 2-way cross-entropies, each over the P original
+        pairs (label 1) and one different-group partner per anchor (label 0)."""
+        rows, row_neg, cols, col_neg = hard_negatives(sim, groups, self.negatives)
+        d = fused.shape[1] // 2
+        a2v = [fused[:, :d]]  # audio-query stream of the original pairs
+        if rows.numel():
+            a2v.append(self.fuse.direction(self.fuse.a2v, inp.audio[rows], inp.audio_mask[rows],
+                                           inp.video[row_neg], inp.video_mask[row_neg]))
+        v2a = [fused[:, d:]]
+        if cols.numel():
+            v2a.append(self.fuse.direction(self.fuse.v2a, inp.video[cols], inp.video_mask[cols],
+                                           inp.audio[col_neg], inp.audio_mask[col_neg]))
+        return 0.5 * (_pair_ce(self.match_a2v(torch.cat(a2v)), fused.shape[0])
+                      + _pair_ce(self.match_v2a(torch.cat(v2a)), fused.shape[0]))
+
+
+def _pair_ce(logits: Tensor, n_pos: int) -> Tensor:
+    """2-way cross-entropy of (N, 2) logits whose first n_pos rows are matches (label 1)."""
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    labels[:n_pos] = 1
+    return F.cross_entropy(logits.float(), labels)
 
 
 def build_fusion(cfg: ModelConfig) -> FusionStrategy:

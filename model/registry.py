@@ -5,7 +5,19 @@ classes live in `model/fusion.py` and are imported only when a model is built, s
 only validates a spec or lists a search space never loads torch.
 
 Adding a strategy: write its class (a `model.fusion.FusionStrategy`), then add one entry here
-with its define-by-run parameters. Its own ModelConfig fields are prefixed by its name.
+with its define-by-run parameters and the training schedule it runs under `schedule: auto`.
+Its own ModelConfig fields are prefixed by its name.
+
+Schedules (study/training/session.py):
+- "detached": one forward/backward per batch; the unimodal losses train the encoders and heads,
+  the fusion module sees detached encoder outputs so its loss trains only itself. This is the
+  VAVL paper's training (encoders not updated by the audio-visual step) at one-pass cost, and
+  the default of every strategy that is a head on top of VAVL's branches.
+- "fused": joint multitask training, one forward/backward where every loss (fusion included)
+  trains everything it touches. Foal-Net's paper trains this way ("fusion after alignment":
+  the alignment and matching losses shape the encoders).
+- "three_pass": the official VAVL code's schedule (visual step, audio step, fusion-only step with
+  frozen encoders); under it Foal-Net's alignment trains only its projections.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ class Strategy:
     params: Callable[[Any], dict] = no_params  # define-by-run: suggest the strategy's own keys
     temporal: bool = False  # attends across the two streams' frames (asynchrony matters)
     doc: str = ""
+    schedule: str = "detached"  # training schedule under `schedule: auto` (see the module doc)
 
 
 def _gated(trial) -> dict:
@@ -53,7 +66,7 @@ FUSIONS: dict[str, Strategy] = {
     "gated": Strategy("model.fusion:GatedFusion", _gated, doc="per-sample softmax gate"),
     "xattn": Strategy("model.fusion:CrossAttentionFusion", _xattn, temporal=True,
                       doc="MulT-style cross-attention both ways"),
-    "foalnet": Strategy("model.fusion:FoalNetFusion", _foalnet, temporal=True,
+    "foalnet": Strategy("model.fusion:FoalNetFusion", _foalnet, temporal=True, schedule="fused",
                         doc="Foal-Net: contrastive alignment + label matching, then fusion"),
 }
 

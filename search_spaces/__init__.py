@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from search_spaces.spaces import architecture, architecture_tiny, fusion, missing, optimisation, optimisation_tiny
+from search_spaces.spaces import (
+    architecture,
+    architecture_tiny,
+    augmentation,
+    data_conditions,
+    fusion,
+    missing,
+    optimisation,
+    optimisation_tiny,
+)
 
 SpaceFn = Callable[[Any], dict]
 
@@ -20,9 +29,16 @@ SPACES: dict[str, SpaceFn] = {
     "optimisation_tiny": optimisation_tiny,
     "fusion": fusion,
     "missing": missing,
+    "data_conditions": data_conditions,
+    "augmentation": augmentation,
 }
 
-__all__ = ["SPACES", "CombinedSpace", "FixingTrial", "combine", "get_space"]
+DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
+"""Protocol keys that describe the data a study is about: cell dimensions or fixed per study;
+a space may search them inside a cell only when the spec sets `search_data_conditions: true`."""
+
+__all__ = ["DATA_CONDITIONS", "SPACES", "CombinedSpace", "DataConditionError", "FixingTrial", "combine",
+           "get_space", "space_keys"]
 
 
 def get_space(name: str) -> SpaceFn:
@@ -31,17 +47,25 @@ def get_space(name: str) -> SpaceFn:
     return SPACES[name]
 
 
+class DataConditionError(ValueError):
+    """A space suggests a data condition inside a cell without the spec's opt-in."""
+
+
 class FixingTrial:
     """Wraps an Optuna trial: `suggest_*(name, ...)` returns `fixed[name]` without suggesting.
+
+    A data condition (DATA_CONDITIONS) that is not fixed is suggested only with
+    `data_conditions=True` (the spec's `search_data_conditions`), else DataConditionError.
 
     So a cell that fixes `fusion` and `train_missing_rate` makes the fusion/missing spaces
     skip those suggestions (and Optuna never records them as searched parameters), while the
     branches of a fixed fusion still get their own parameters suggested.
     """
 
-    def __init__(self, trial: Any, fixed: Mapping[str, Any]):
+    def __init__(self, trial: Any, fixed: Mapping[str, Any], data_conditions: bool = False):
         self._trial = trial
         self._fixed = dict(fixed)
+        self._data_conditions = data_conditions
 
     def __getattr__(self, item: str) -> Any:
         attr = getattr(self._trial, item)
@@ -51,6 +75,11 @@ class FixingTrial:
         def suggest(name: str, *args, **kwargs):
             if name in self._fixed:
                 return self._fixed[name]
+            if name in DATA_CONDITIONS and not self._data_conditions:
+                raise DataConditionError(
+                    f"search space suggests the data condition {name!r} inside a cell; make it a "
+                    "cell dimension or a fixed value, or set `search_data_conditions: true` in "
+                    "the spec (the report then flags it)")
             return attr(name, *args, **kwargs)
 
         return suggest
@@ -60,14 +89,16 @@ class CombinedSpace:
     """Define-by-run function over several named spaces (picklable, so Tune can checkpoint the
     searcher): every named space in order, then the fixed values on top."""
 
-    def __init__(self, names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None):
+    def __init__(self, names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None,
+                 data_conditions: bool = False):
         for n in names:
             get_space(n)  # fail early on an unknown name
         self.names = tuple(names)
         self.fixed = dict(fixed or {})
+        self.data_conditions = data_conditions
 
     def __call__(self, trial) -> dict:
-        proxy = FixingTrial(trial, self.fixed)
+        proxy = FixingTrial(trial, self.fixed, self.data_conditions)
         params: dict = {}
         for name in self.names:
             params.update(get_space(name)(proxy))
@@ -75,7 +106,34 @@ class CombinedSpace:
         return params
 
 
-def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None
-            ) -> CombinedSpace:
+def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None,
+            data_conditions: bool = False) -> CombinedSpace:
     """One define-by-run function for OptunaSearch from space names and fixed keys."""
-    return CombinedSpace(names, fixed)
+    return CombinedSpace(names, fixed, data_conditions)
+
+
+class _Probe:
+    """A stand-in trial that records every suggested name (first choice / low end)."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def suggest_categorical(self, name, choices):
+        self.names.append(name)
+        return choices[0]
+
+    def suggest_float(self, name, low, high, **kw):
+        self.names.append(name)
+        return low
+
+    def suggest_int(self, name, low, high, **kw):
+        self.names.append(name)
+        return low
+
+
+def space_keys(name: str) -> set[str]:
+    """Names a space suggests on its first branch (the spec's early check; FixingTrial is the
+    authoritative one)."""
+    probe = _Probe()
+    get_space(name)(probe)
+    return set(probe.names)

@@ -8,7 +8,12 @@ train_missing_rate, the spec's fixed params) are never suggested (see `FixingTri
 
 from __future__ import annotations
 
+import dataclasses
+
 from model.registry import FUSIONS
+from study.data.protocol import ProtocolConfig
+
+_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(ProtocolConfig)}
 
 
 def architecture(trial) -> dict:
@@ -73,10 +78,26 @@ def fusion(trial) -> dict:
 
 
 def missing(trial) -> dict:
-    """Missing-modality protocol of training: unpaired share, its audio/video split, dropout."""
+    """Missing-data augmentation, a training choice: modality dropout (and frame dropout where
+    the protocol has it). The data conditions (`train_missing_rate`, `audio_only_share`) are
+    cell dimensions or fixed per study, never searched here (see `data_conditions`)."""
+    p = {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3)}
+    if "frame_dropout" in _PROTOCOL_FIELDS:
+        p["frame_dropout"] = trial.suggest_float("frame_dropout", 0.0, 0.3)
+    return p
+
+
+def data_conditions(trial) -> dict:
+    """Searches a data condition inside a cell (`audio_only_share`): each cell may then pick its
+    easiest mix, so a spec must opt in with `search_data_conditions: true` (the report flags it)."""
+    return {"audio_only_share": trial.suggest_float("audio_only_share", 0.2, 0.8)}
+
+
+def augmentation(trial) -> dict:
+    """Training-time counterparts of the frame-level conditions: frame dropout and feature noise
+    (training choices, recorded with every trial; the data conditions are the protocol's)."""
     return {
-        "train_missing_rate": trial.suggest_categorical(
-            "train_missing_rate", [0.0, 0.25, 0.5, 0.75]),
-        "audio_only_share": trial.suggest_float("audio_only_share", 0.2, 0.8),
-        "modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3),
+        "frame_dropout": trial.suggest_float("frame_dropout", 0.0, 0.3),
+        "noise_aug": trial.suggest_float("noise_aug", 0.0, 0.5),
+        "noise_aug_snr_db": trial.suggest_categorical("noise_aug_snr_db", [0.0, 10.0, 20.0]),
     }

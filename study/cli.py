@@ -1,50 +1,131 @@
-"""The `avstudy` command line. `main(argv)` is testable; every subcommand returns an exit code."""
+"""The `avstudy` command line. `main(argv)` is testable; every subcommand returns an exit code.
+
+Light by design: `--help`, `--version`, `report`, `status`, `spaces` and `plan --no-probe` never
+import torch (the heavy modules are imported inside the subcommands that train).
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+
+SCALES = ("tiny", "small", "full")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" unless the help already says what the default is, or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not text or "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each option's default and choices."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("avstudy")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+# ----------------------------------------------------------------------------- data
 
 
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="datasets: generate the synthetic corpus, describe a dataset")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("synth", help="generate a synthetic CREMA-D-like dataset directory")
-    s.add_argument("--preset", default="crema-d", choices=["crema-d"])
-    s.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--preset", default="crema-d", help="corpus recipe (study/data/synth.py: crema-d is "
+                   "CREMA-D-like; the known-answer presets plant a known effect)")
+    s.add_argument("--scale", default="small", choices=SCALES,
+                   help="tiny: 360 utterances (tests); small: 2,400 (the demo); full: CREMA-D's 7,442")
+    s.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same corpus)")
+    s.add_argument("--out", required=True, type=Path, help="dataset directory to write")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (written beside it, then swapped in by a rename, so "
+                        "a sweep reading the old files keeps its copy)")
     d = dsub.add_parser("describe", help="validate a dataset directory and summarise it")
-    d.add_argument("dir", type=Path)
+    d.add_argument("dir", type=Path, help="dataset directory (dataset.json, manifest.parquet, *.arrow)")
 
 
 def _run_data(args) -> int:
     from study.data.dataset import describe, open_dataset
     if args.data_cmd == "synth":
-        from study.data.synth import make_corpus
-        out = make_corpus(args.out, preset=args.preset, scale=args.scale, seed=args.seed)
+        out = synth_to(args.out, args.preset, args.scale, args.seed, args.overwrite)
         print(f"wrote {out}: {describe(open_dataset(out, check_values=False))}")
     else:
         print(describe(open_dataset(args.dir)))
     return 0
 
 
+def synth_to(out: Path, preset: str, scale: str, seed: int, overwrite: bool) -> Path:
+    """Generate into a temporary sibling directory and rename it into place: an existing dataset
+    is never truncated (a sweep may be memory-mapping it) and is replaced only with `overwrite`."""
+    from study.data.generate import make_corpus
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it, or "
+                              "choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        make_corpus(tmp, preset=preset, scale=scale, seed=seed)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "dataset") if out.is_dir() else os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old)  # open memory maps keep their (unlinked) files
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+# ----------------------------------------------------------------------------- train
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one configuration; print per-epoch dev metrics")
     p.add_argument("--data", required=True, type=Path, help="dataset directory")
-    p.add_argument("--config", type=Path, help="YAML/JSON file of flat config keys (and 'preset')")
+    p.add_argument("--config", type=Path,
+                   help="YAML/JSON file of flat config keys (and 'preset'), e.g. from `avstudy export-best`")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (YAML value), repeatable")
-    p.add_argument("--out", type=Path, help="where to write record.json/.parquet, curves, checkpoint")
+    p.add_argument("--out", type=Path,
+                   help="new directory for record.json/.parquet, curves and checkpoint (an existing run "
+                        "is never overwritten); none: nothing is written")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
 def load_flat_config(path: Path | None, sets: list[str]) -> dict:
+    from study.runs.spec import UniqueKeyLoader
+
     flat = {}
     if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}  # noqa: S506
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {str(exc)[:300]}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         flat.update(loaded)
@@ -58,11 +139,16 @@ def load_flat_config(path: Path | None, sets: list[str]) -> dict:
 
 def _run_train(args) -> int:
     from study.training.config import config_from_flat
-    from study.training.session import fit, summary_table
+
+    if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise FileExistsError(f"--out {args.out}: holds a run already; choose a new directory "
+                              "(runs are never overwritten)")
     flat = load_flat_config(args.config, args.set)
     cfg = config_from_flat(flat, data_dir=args.data)
+    from study.training.session import fit, summary_table
+
     print(f"training {cfg.preset} preset, fusion={cfg.model.fusion}, task={cfg.task}, "
-          f"schedule={cfg.schedule}, train_missing_rate={cfg.protocol.train_missing_rate}")
+          f"schedule={cfg.train_schedule}, train_missing_rate={cfg.protocol.train_missing_rate}")
     record = fit(cfg, args.data, args.out, device=args.device)
     print(f"best dev epoch {record['best_epoch']} of {record['epochs']}, "
           f"{record['wall_time_s']:.0f}s; test metrics per condition:")
@@ -72,45 +158,145 @@ def _run_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sweep / demo
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a study (search -> rerun -> final test) on Ray")
+    p.add_argument("spec", help="study spec YAML (see search_spaces/demo.yaml; check it first with `avstudy plan`)")
+    p.add_argument("--out", default=None, help="STUDY_DIR (default: the spec's storage, else runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR")
+    _console_options(p)
+
+
+def _console_options(p) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray Tune's own per-trial tables and Ray's logs on the console (by default "
+                        "they go to STUDY_DIR/logs/ray.log)")
+    p.add_argument("--refresh", type=float, default=None,
+                   help="seconds between live-view updates (default: 1 on a terminal, 30 otherwise)")
+    p.add_argument("--quiet", action="store_true", help="no live view; only the final summary")
+
+
+def _run_sweep(args) -> int:
+    from study.runs.console import run_study
+    from study.runs.spec import load_spec
+
+    spec = load_spec(args.spec)
+    run_study(spec, out=args.out, resume=args.resume, verbose=args.verbose, refresh=args.refresh,
+              live=not args.quiet, resume_hint=f"avstudy sweep {args.spec} --out {{dir}} --resume")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: synthetic corpus -> demo study -> report")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="STUDY_DIR; an unfinished demo there is resumed")
+    p.add_argument("--spec", type=Path, default=None, help="study spec (default: search_spaces/demo.yaml)")
+    _console_options(p)
+
+
+def _run_demo(args) -> int:
+    from study.runs.demo import run_demo
+
+    return run_demo(args.out, args.spec, verbose=args.verbose, refresh=args.refresh, live=not args.quiet)
+
+
+# ----------------------------------------------------------------------------- plan / spaces / export-best
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="dry run: validate a spec and its data, count trials, estimate the cost",
+                       description="Validate everything `avstudy sweep` would (spec, dataset, each cell's "
+                                   "spaces sampled once), print cells x trials per stage, how many trials "
+                                   "run at once, and the estimated CPU/GPU-hours. Ray is not started.")
+    p.add_argument("spec", help="study spec YAML")
+    p.add_argument("--cluster-cpus", type=float, default=None,
+                   help="CPUs of the cluster the sweep will run on (default: this machine's)")
+    p.add_argument("--cluster-gpus", type=float, default=None,
+                   help="GPUs of the cluster the sweep will run on (default: this machine's, via nvidia-smi)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="do not time one training epoch (no torch import); use a stated rough figure")
+    p.add_argument("--device", help="device of the timed epoch: cpu or cuda (default: cuda when available)")
+
+
+def _run_plan(args) -> int:
+    from study.runs.plan import local_resources, plan_text
+    from study.runs.spec import load_spec
+
+    cluster, source = local_resources()
+    if args.cluster_cpus is not None or args.cluster_gpus is not None:
+        given = {"CPU": args.cluster_cpus, "GPU": args.cluster_gpus}
+        cluster = {k: float(v) if v is not None else cluster[k] for k, v in given.items()}
+        source = "--cluster-cpus/--cluster-gpus" + ("" if None not in given.values() else " and " + source)
+    spec = load_spec(args.spec)
+    print(plan_text(spec, cluster, source, probe=not args.no_probe, device=args.device))
+    return 0
+
+
+def _add_spaces(sub) -> None:
+    p = sub.add_parser("spaces", help="list the search spaces and their parameters with ranges")
+    p.add_argument("names", nargs="*", help="spaces to show (default: all)")
+
+
+def _run_spaces(args) -> int:
+    from study.runs.plan import spaces_text
+
+    print(spaces_text(args.names))
+    return 0
+
+
+def _add_export_best(sub) -> None:
+    p = sub.add_parser("export-best", help="write a study's dev-selected configuration as a train config")
+    p.add_argument("study_dir", type=Path, help="STUDY_DIR of a finished (or partly finished) study")
+    p.add_argument("--stage", default="rerun", choices=["search", "rerun"],
+                   help="search: the single best search trial on dev; rerun: the configuration with the "
+                        "best mean over seeds on dev, with its first seed. Test rows are never used")
+    p.add_argument("--out", type=Path, default=Path("best.yaml"), help="config file to write")
+
+
+def _run_export_best(args) -> int:
+    from study.runs.plan import export_best
+
+    note = export_best(args.study_dir, args.out, args.stage)
+    print(f"wrote {args.out}: {note}")
+    print(f"reproduce: avstudy train --data DATA --config {args.out} --out RUN_DIR")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avstudy", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    _add_data(sub)
-    _add_train(sub)
+    parser = Parser(prog="avstudy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"avstudy {version()}")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (_add_data, _add_train, _add_sweep, _add_demo, _add_plan, _add_spaces, _add_export_best):
+        add(sub)
     for add in _optional_subparsers():
         add(sub)
     return parser
 
 
 def _optional_subparsers():
-    """Subcommands of the other packages (studies, features, reports)."""
+    """Subcommands of the other packages (status, features, reports)."""
     from reports import cli as reports_cli
     from study.data.features import cli as features_cli
-    from study.runs import stages, status
-    return [stages.add_subparser, status.add_subparser, features_cli.add_subparser,
-            reports_cli.add_subparser, _add_demo]
+    from study.runs import status
+    return [status.add_subparser, features_cli.add_subparser, reports_cli.add_subparser]
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: synthetic corpus -> demo study -> report")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--spec", type=Path, default=None, help="study spec (default: the demo spec)")
-
-
-def _run_demo(args) -> int:
-    from study.runs.demo import run_demo
-    return run_demo(args.out, args.spec)
+HANDLERS = {"data": _run_data, "train": _run_train, "sweep": _run_sweep, "demo": _run_demo,
+            "plan": _run_plan, "spaces": _run_spaces, "export-best": _run_export_best}
 
 
 def _dispatch(args) -> int:
-    handlers = {"data": _run_data, "train": _run_train, "demo": _run_demo}
-    if args.cmd in handlers:
-        return handlers[args.cmd](args)
+    if args.cmd in HANDLERS:
+        return HANDLERS[args.cmd](args)
     from reports import cli as reports_cli
     from study.data.features import cli as features_cli
-    from study.runs import stages, status
-    others = {"sweep": stages.run_cli, "status": status.run, "features": features_cli.run,
-              "report": reports_cli.run}
+    from study.runs import status
+    others = {"status": status.run, "features": features_cli.run, "report": reports_cli.run}
     return others[args.cmd](args)
 
 
@@ -118,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # SpecError and DatasetError are ValueErrors
         print(f"avstudy {args.cmd}: error: {err}", file=sys.stderr)
         return 2
 

@@ -131,3 +131,116 @@ def test_non_finite_dimension_value_is_named(tmp_path):
             "audio": {"dim": 4}, "video": {"dim": 3}}
     with pytest.raises(DatasetError, match="row 2 \\(utt_id 'u2'\\) column 'arousal'"):
         open_dataset(_write(tmp_path, manifest=m, meta=meta))
+
+
+@pytest.mark.parametrize("soft,match", [
+    ([0.0, 0.0], r"row 3 \(utt_id 'u3'\) has soft labels that do not sum to 1 \(soft_a=0, soft_b=0\)"),
+    ([1.5, -0.5], r"row 3 \(utt_id 'u3'\) has a negative soft label"),
+    ([0.7, 0.7], r"row 3 \(utt_id 'u3'\) has soft labels that do not sum to 1"),
+])
+def test_bad_soft_label_rows_are_named(tmp_path, soft, match):
+    m = _manifest()
+    m["soft_a"], m["soft_b"] = 0.5, 0.5
+    m.loc[3, ["soft_a", "soft_b"]] = soft
+    with pytest.raises(DatasetError, match=r"manifest.parquet: " + match):
+        open_dataset(_write(tmp_path, manifest=m))
+
+
+def test_soft_labels_summing_to_one_are_fine(tmp_path):
+    m = _manifest()
+    m["soft_a"], m["soft_b"] = 0.25, 0.75
+    assert open_dataset(_write(tmp_path, manifest=m)).soft_columns() == ["soft_a", "soft_b"]
+
+
+def test_has_audio_as_the_string_false_is_an_error(tmp_path):
+    m = _manifest()
+    m["has_audio"] = ["True", "True", "True", "False", "True", "True"]
+    with pytest.raises(DatasetError, match=r"row 0 \(utt_id 'u0'\) column 'has_audio' is 'True', "
+                                           r"expected a boolean"):
+        open_dataset(_write(tmp_path, manifest=m))
+    m["has_audio"] = [1, 1, 1, 0, 1, 1]  # 0/1 integers are flags
+    ds = open_dataset(_write(tmp_path, manifest=m, audio=_feats(6, 4, np.random.default_rng(0),
+                                                                 skip={"u3"})))
+    assert ds.manifest["has_audio"].tolist() == [True, True, True, False, True, True]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("[1, 2]", r"dataset.json: expected a JSON object, got list"),
+    ("null", r"dataset.json: expected a JSON object, got NoneType"),
+    ('"x"', r"dataset.json: expected a JSON object, got str"),
+    ("{nope", r"dataset.json: not valid JSON"),
+])
+def test_malformed_dataset_json_is_named(tmp_path, text, match):
+    root = _write(tmp_path)
+    (root / "dataset.json").write_text(text)
+    with pytest.raises(DatasetError, match=match):
+        open_dataset(root)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("classes", "ab", r"field 'classes' must be a list of distinct names, got 'ab'"),
+    ("classes", ["a", "a"], r"field 'classes' must be a list of distinct names"),
+    ("classes", [1, 2], r"field 'classes' must be a list of distinct names"),
+    ("dimensions", {"arousal": 1}, r"field 'dimensions' must be a list"),
+    ("audio", {"dim": True}, r"field audio.dim must be a positive integer"),
+    ("video", {"dim": 0}, r"field video.dim must be a positive integer"),
+])
+def test_malformed_dataset_json_fields_are_named(tmp_path, field, value, match):
+    root = _write(tmp_path)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta[field] = value
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"dataset.json: " + match):
+        open_dataset(root)
+
+
+def test_dataset_json_as_a_directory_is_named(tmp_path):
+    root = _write(tmp_path)
+    (root / "dataset.json").unlink()
+    (root / "dataset.json").mkdir()
+    with pytest.raises(DatasetError, match=r"dataset.json: not a file"):
+        open_dataset(root)
+
+
+def _raw_feature_file(path, ids, offsets, frames, dim, seq_mask=None):
+    """An Arrow file written below FeatureWriter, so it can hold what the writer refuses."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    flat = pa.array(np.asarray(frames, dtype=np.float16).reshape(-1), type=pa.float16())
+    inner = pa.FixedSizeListArray.from_arrays(flat, dim)
+    seqs = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner,
+                                    mask=None if seq_mask is None else pa.array(seq_mask))
+    schema = pa.schema([("utt_id", pa.string()), ("features", pa.list_(pa.list_(pa.float16(), dim)))])
+    batch = pa.record_batch([pa.array(ids, pa.string()), seqs], schema=schema)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema) as w:
+        w.write_batch(batch)
+
+
+def test_zero_length_and_null_sequences_are_named(tmp_path):
+    root = _write(tmp_path)
+    ids = [f"u{i}" for i in range(6)]
+    frames = np.ones((10, 4))
+    _raw_feature_file(root / "audio.arrow", ids, [0, 2, 2, 4, 6, 8, 10], frames, 4)
+    with pytest.raises(DatasetError, match=r"audio.arrow: row 1 \(utterance 'u1'\) has a zero-length sequence"):
+        open_dataset(root)
+    _raw_feature_file(root / "audio.arrow", ids, [0, 2, 4, 4, 6, 8, 10], frames, 4,
+                      seq_mask=[False, False, True, False, False, False])
+    with pytest.raises(DatasetError, match=r"audio.arrow: row 2 \(utterance 'u2'\) has a null sequence"):
+        open_dataset(root)
+
+
+def test_damaged_offsets_are_caught_by_the_full_validation(tmp_path):
+    root = _write(tmp_path)
+    path = root / "video.arrow"
+    ds = open_dataset(root)
+    assert ds.video("u0").shape == (3, 3)
+    data = bytearray(path.read_bytes())
+    # the list offsets of the first batch are int32 [0, 3, 7, 12, ...]: make one run backwards
+    needle = np.array([0, 3, 7, 12], dtype=np.int32).tobytes()
+    at = data.find(needle)
+    assert at > 0
+    data[at + 8:at + 12] = np.array([1, ], dtype=np.int32).tobytes()  # 7 -> 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"video.arrow: "):
+        open_dataset(root)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from study.data.synth import make_corpus
+from study.data.generate import make_corpus
 from study.training.config import config_from_flat
 from study.training.loader import bucketed_batches, shard_batches
 from study.training.session import Session
@@ -19,7 +19,7 @@ from study.training.session import Session
 # every sample paired, no dropout: each loss term is a mean over equal-size shards, so the
 # mean of the two ranks' gradients is exactly the gradient of the global batch's mean loss
 FLAT = {"preset": "tiny", "d_model": 16, "n_heads": 2, "enc_layers": 1, "fusion": "late",
-        "lr": 1e-3, "batch_size": 16, "dropout": 0.0, "train_missing_rate": 0.0,
+        "lr": 1e-3, "batch_size": 16, "dropout": 0.0, "head_dropout": 0.0, "train_missing_rate": 0.0,
         "max_epochs": 1, "seed": 5}
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from random_batches import random_batch
 
 from model import build_model, model_config
 from model.fusion import FusionInput, FusionOutput, FusionStrategy
 from model.registry import FUSIONS, Strategy
-from random_batches import random_batch
 from search_spaces import combine
 from study.runs.spec import SpecError, spec_from_dict
 

@@ -16,7 +16,9 @@ STRATEGIES = list(FUSIONS)
 TASKS = ["categorical", "dimensional"]
 AUX_KEYS = {"vavl": set(), "late": set(), "gated": set(), "xattn": set(), "foalnet": {"align", "match"}}
 # tiny preset, categorical (K=6): parameters of the fusion module alone
-FUSION_PARAMS = {"vavl": 2_710, "late": 1, "gated": 1_074, "xattn": 19_926, "foalnet": 21_592}
+# foalnet (official form): 2 x post-LN cross-attention 4,288 + head 2,710 + 2 projections 800
+# + logit_scale 1 + a2v/v2a 2-way match heads 2 x 66
+FUSION_PARAMS = {"vavl": 2_710, "late": 1, "gated": 1_074, "xattn": 19_926, "foalnet": 13_019}
 
 
 def tiny(fusion, task="categorical", **kw):
@@ -140,7 +142,9 @@ def test_ablation_switches_change_parameter_sets():
     no_align = names(foal_use_align=False)
     no_match = names(foal_use_match=False)
     assert {"logit_scale", "proj_audio.linear1.weight"} <= full - no_align
-    assert {"match_head.weight", "match_head.bias"} == full - no_match
+    assert {"match_a2v.weight", "match_a2v.bias", "match_v2a.weight", "match_v2a.bias"} == full - no_match
+    joint = names(foal_match_heads="joint")
+    assert {"match_head.weight", "match_head.bias"} == joint - no_match
     cfg = tiny("foalnet", foal_use_align=False)
     model = build_model(cfg)
     b = mixed_batch(cfg)

@@ -78,12 +78,17 @@ def test_drop_and_select():
 def test_config_presets_and_validation():
     paper = model_config("paper")
     assert (paper.proj_dim, paper.d_model, paper.enc_layers, paper.shared_layers, paper.n_heads,
-            paper.kernel_size, paper.ff_mult, paper.dropout) == (50, 512, 3, 2, 8, 31, 4, 0.2)
+            paper.kernel_size, paper.ff_mult, paper.dropout, paper.head_dropout) == (50, 512, 3, 2, 8, 31, 4, 0.1, 0.2)
+    assert model_config("official") == paper  # the official recipe preset has the paper sizes
     assert model_config("tiny", task="dimensional").n_outputs == 3
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         model_config("tiny", not_a_field=1)
-    with pytest.raises(ValueError, match="fusion"):
+    with pytest.raises(ValueError, match="fusion='nope' not in"):
         model_config("tiny", fusion="nope")
+    with pytest.raises(ValueError, match="foal_negatives='max' not in"):
+        model_config("tiny", foal_negatives="max")
+    with pytest.raises(ValueError, match="head_dropout=1.0 not in"):
+        model_config("tiny", head_dropout=1.0)
     with pytest.raises(ValueError, match="n_outputs=3"):
         model_config("tiny", task="dimensional", n_outputs=4)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -249,8 +254,11 @@ def test_losses():
     x = torch.randn(50, 3)
     x = x - x.mean(0)
     torch.testing.assert_close(ccc(x, x), torch.ones(3), atol=1e-5, rtol=0)
-    assert float(ccc_loss(x, -x)) == pytest.approx(2.0, abs=1e-5)
-    assert float(ccc_loss(x, x + 10)) > 0.9  # shifted predictions are penalised
+    # official train.py: sum over the three dimensions of (1 - CCC)
+    assert float(ccc_loss(x, -x)) == pytest.approx(6.0, abs=1e-5)
+    shifted = x + 10  # CCC = 2 cov / (var + var + 100) per dimension
+    var = x.var(0, unbiased=False)
+    assert float(ccc_loss(x, shifted)) == pytest.approx(float((1 - 2 * var / (2 * var + 100)).sum()), rel=1e-5)
     logits = torch.tensor([[2.0, 0.0, -1.0]])
     hard = torch.tensor([[1.0, 0.0, 0.0]])
     expected = -torch.log_softmax(logits, -1)[0, 0]

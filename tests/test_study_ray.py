@@ -10,12 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
+from study.data.protocol import EXTRA_FAMILIES, ProtocolConfig, eval_conditions
 from study.runs.spec import spec_from_dict
 from study.runs.stages import sweep
 from study.runs.status import progress_table
 
 CONDITIONS = {"av", "audio_only", "video_only", "robustness"} | {f"miss_{i / 10:.1f}"
                                                                    for i in range(10)}
+# + the frame-level families: on dev once per trial that ran to its end, and on test
+FULL = CONDITIONS | {c.name for c in eval_conditions(ProtocolConfig(), extended=True)} | {
+    f"robustness_{f}" for f in EXTRA_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +38,11 @@ def monkeypatch_module():
 
 def _spec(**overrides) -> dict:
     raw = {
-        "name": "tiny", "dataset": {"synth": {"scale": "tiny", "seed": 0}},
-        "model_preset": "tiny", "spaces": ["architecture_tiny", "optimisation", "missing"],
+        # known-answer: learnt in a few tiny epochs, so trials differ and ASHA has something to stop
+        "name": "tiny", "dataset": {"synth": {"preset": "known-answer", "scale": "tiny", "seed": 0}},
+        "model_preset": "tiny", "spaces": ["architecture_tiny", "optimisation_tiny", "missing"],
         "fixed": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "use_shared": False,
-                  "shared_layers": 0, "batch_size": 64, "patience": 5},
+                  "shared_layers": 0, "batch_size": 16, "patience": 5},
         "cells": {"fusion": ["late"], "train_missing_rate": [0.5]},
         "searcher": {"kind": "optuna-tpe", "seed": 0, "n_startup_trials": 2},
         "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
@@ -67,9 +72,13 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     assert (status == "early_stopped").sum() >= 1  # ASHA stopped some trials
     epochs = search.groupby("trial_id").epochs.first()
     assert (epochs[status == "early_stopped"] < 4).all() and (epochs[status == "completed"] == 4).all()
-    assert set(search.condition) == CONDITIONS
-    assert search.groupby("trial_id").size().eq(len(CONDITIONS)).all()  # counted once
-    assert {"param__lr", "param__audio_only_share", "param__dropout"} <= set(res.columns)
+    conds = search.groupby("trial_id").condition.agg(set)
+    assert all(c == FULL for c in conds[status == "completed"])
+    assert all(c == CONDITIONS for c in conds[status == "early_stopped"])
+    size = search.groupby("trial_id").size()  # counted once
+    assert (size[status == "completed"] == len(FULL)).all() and (size[status != "completed"] == len(CONDITIONS)).all()
+    assert {"param__lr", "param__modality_dropout", "param__dropout"} <= set(res.columns)
+    assert "param__audio_only_share" not in res.columns  # a data condition: not searched in a cell
     assert "param__fusion" not in res.columns and "param__train_missing_rate" not in res.columns
     assert (search.fusion == "late").all() and (search.train_missing_rate == 0.5).all()
     assert search.cell.eq("fusion=late|r=0.5").all()
@@ -80,7 +89,11 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     rerun, final = res[res.stage == "rerun"], res[res.stage == "final"]
     assert set(rerun.parent_trial_id) == {av.idxmax()} == set(final.parent_trial_id)
     assert set(rerun.seed) == {3} and set(rerun.split) == {"dev"}
-    assert set(final.split) == {"test"} and set(final.condition) == CONDITIONS
+    assert set(search.seed) == {4}  # search trials use a seed above every rerun seed: fresh reruns
+    assert meta["selection"]["seeds"]["rerun"] == [3] and meta["selection"]["split"] == "dev"
+    assert {"flag", "degenerate", "normalize", "unpaired_share"} <= set(res.columns)
+    assert res.normalize.all() and search.unpaired_share.between(0.4, 0.8).all()
+    assert set(final.split) == {"test"} and set(final.condition) == FULL
     assert final.trial_id.nunique() == 1 and (final.status == "completed").all()
     assert res.trial_id.str.startswith(("search-", "rerun-", "final-")).all()
     miss = final[final.condition.str.startswith("miss_")]
@@ -90,13 +103,16 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     per_trial = curves.groupby("trial_id").epoch.agg(["min", "max", "count"])
     assert set(per_trial.index) == set(search.trial_id) | set(rerun.trial_id)
     assert (per_trial["min"] == 1).all() and (per_trial["count"] == per_trial["max"]).all()
-    assert {"time_s", "train_loss", "dev_loss", "dev_macro_f1", "dev_av_macro_f1"} <= set(curves.columns)
+    assert {"time_s", "train_loss", "dev_loss", "dev_macro_f1", "dev_av_macro_f1",
+            "unpaired_share"} <= set(curves.columns)
 
     # the Optuna study (two objectives) is in STUDY_DIR/optuna.db with every trial told
     study = optuna.load_study(study_name="tiny/search/late-r0.5",
                               storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 6 and len(study.directions) == 2
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    states = sorted(t.state.name for t in study.trials)  # ASHA-stopped trials are PRUNED, not COMPLETE
+    n_stopped = int((status == "early_stopped").sum())
+    assert states == ["COMPLETE"] * (6 - n_stopped) + ["PRUNED"] * n_stopped
     table = progress_table(out)
     assert "fusion=late|r=0.5" in table and "rerun" in table
 

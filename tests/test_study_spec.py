@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_shipped_specs_load_and_round_trip():
     assert demo.resources.inline and demo.dataset.is_synth
     assert not full.resources.inline and full.resources.gpus_per_worker == 0.25
     assert len(full.cells.items()) == 25 and len(full.objectives) == 2
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         demo.name = "x"
 
 
@@ -111,3 +112,90 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="spec: expected a mapping"):
         load_spec(bad)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("lr", -1, r"fixed.lr: must be > 0, got -1"),
+    ("batch_size", "32", r"fixed.batch_size: expected an integer, got str '32'"),
+    ("dropout", 5, r"fixed.dropout: must be in \[0, 1\), got 5"),
+    ("n_heads", 0, r"fixed.n_heads: must be >= 1, got 0"),
+    ("schedule", "four_pass", r"fixed.schedule: 'four_pass' not one of \[.*'fused'.*'three_pass'"),
+    ("lr", float("nan"), r"fixed.lr: expected a finite number, got nan"),
+    ("lr", float("inf"), r"fixed.lr: expected a finite number, got inf"),
+    ("use_shared", "no", r"fixed.use_shared: expected true or false, got 'no'"),
+    ("grad_clip", -1, r"fixed.grad_clip: must be >= 0, got -1"),
+    ("batch_size", 32.5, r"fixed.batch_size: expected an integer, got float 32.5"),
+    ("test_rates", [0.1, 1.0], r"fixed.test_rates\[1\]: must be in \[0, 1\), got 1.0"),
+    ("patience", True, r"fixed.patience: expected an integer, got bool True"),
+])
+def test_fixed_values_follow_the_config_rules(key, value, match):
+    with pytest.raises(SpecError, match=match):
+        spec_from_dict(_with(f"fixed.{key}", value))
+
+
+def test_fixed_int_is_accepted_for_a_float_key():
+    assert spec_from_dict(_with("fixed", {"d_model": 32, "n_heads": 4, "lr": 1})).fixed["lr"] == 1
+
+
+def test_fixed_yaml_text_is_checked_too(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE, sort_keys=False) + "fixed: {lr: .nan}\n")
+    with pytest.raises(SpecError, match=r"s.yaml: fixed.lr: expected a finite number"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("resources.cpus_per_worker", float("nan"), r"resources.cpus_per_worker: expected a finite number"),
+    ("resources.gpus_per_worker", float("inf"), r"resources.gpus_per_worker: expected a finite number"),
+    ("name", "..", r"name: '\.\.' must be"),
+    ("name", ".", r"name: '\.' must be"),
+    ("name", "a/b", r"name: 'a/b' must be"),
+    ("name", "", r"name: '' must be"),
+])
+def test_non_finite_resources_and_unsafe_names(path, value, match):
+    with pytest.raises(SpecError, match=match):
+        spec_from_dict(_with(path, value))
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path.write_text(text + "budget: {trials_per_cell: 1, max_epochs: 1}\n")
+    with pytest.raises(SpecError, match=r"dup.yaml: not valid YAML: duplicate key 'budget'"):
+        load_spec(path)
+    path.write_text(text.replace("trials_per_cell: 3", "trials_per_cell: 3\n  trials_per_cell: 2"))
+    with pytest.raises(SpecError, match=r"duplicate key 'trials_per_cell'"):
+        load_spec(path)
+    path.write_text(text)
+    assert load_spec(path).budget.trials_per_cell == 3
+
+
+def test_yaml_alias_bomb_gives_a_short_message(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefg", "bcdefgh"):
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(lines)  # 9**8 strings when expanded
+    in_fixed = "name: t\ndataset: {synth: {}}\nspaces: [optimisation]\nfixed:\n  lr:\n" + "\n".join(
+        "    - " + ln.split(": ", 1)[1] for ln in lines)
+    for text, key in [(bomb + "\nname: *h", "spec"), (in_fixed, "fixed.lr")]:
+        path = tmp_path / "bomb.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(SpecError) as err:
+            load_spec(path)
+        assert len(str(err.value)) < 600, len(str(err.value))
+        assert key in str(err.value)
+
+
+def test_tracking_section_is_validated_and_round_trips():
+    raw = _with("tracking", {"mlflow": {"tracking_uri": "file:///tmp/mlruns", "tags": {"team": "av"}},
+                             "wandb": {"project": "p", "mode": "offline"}})
+    spec = spec_from_dict(raw)
+    assert spec.tracking["mlflow"]["tracking_uri"] == "file:///tmp/mlruns"
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert "tracking" not in spec_from_dict(BASE).to_dict()  # older studies' spec.yaml unchanged
+    for value, match in [({"neptune": {}}, r"tracking: unknown key\(s\) \['neptune'\]"),
+                         ({"mlflow": {"uri": "x"}}, r"tracking.mlflow: unknown key\(s\) \['uri'\]"),
+                         ({"mlflow": {"tracking_uri": 5}}, r"tracking.mlflow.tracking_uri: expected str"),
+                         ({"wandb": {"mode": "cloud"}}, r"tracking.wandb.mode: 'cloud' not one of")]:
+        with pytest.raises(SpecError, match=match):
+            spec_from_dict(_with("tracking", value))

@@ -6,9 +6,9 @@ row or utterance at fault; nothing is silently dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -76,7 +76,7 @@ class FeatureWriter:
         self._writer.close()
         self._sink.close()
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -124,15 +124,18 @@ def _complete_meta(meta: dict) -> dict:
 class FeatureFile:
     """Memory-mapped view of one modality's Arrow file: utt_id -> (T, D) numpy array (zero copy)."""
 
-    def __init__(self, path: Path, dim: int):
+    def __init__(self, path: Path, dim: int, full_check: bool = False):
         self.path, self.dim = path, dim
         try:
             reader = ipc.open_file(pa.memory_map(str(path), "r"))
             table = reader.read_all()
-        except (OSError, pa.ArrowInvalid) as err:
-            raise DatasetError(f"{path}: not a readable Arrow IPC file ({err})") from err
+            if full_check:  # offsets, lengths and buffers of every batch (once per study)
+                table.validate(full=True)
+        except (OSError, pa.ArrowException) as err:
+            raise DatasetError(f"{path}: not a readable Arrow IPC file ({_clip(str(err))})") from err
         self._check_schema(table.schema)
         self._index: dict[str, tuple[np.ndarray, int, int]] = {}
+        self.rows = 0
         for batch in table.to_batches():
             self._index_batch(batch)
 
@@ -148,13 +151,33 @@ class FeatureFile:
 
     def _index_batch(self, batch: pa.RecordBatch) -> None:
         seqs = batch.column(1)                                     # ListArray of (T_i, D)
+        ids = batch.column(0).to_pylist()
+        self._check_nulls(batch, seqs, ids)
         values = seqs.values.values.to_numpy(zero_copy_only=False)  # (sum T * D,) zero-copy when no nulls
         frames = values.reshape(-1, self.dim)                      # (sum T, D)
         offsets = seqs.offsets.to_numpy()
-        for i, utt in enumerate(batch.column(0).to_pylist()):
+        if len(offsets) != len(ids) + 1 or np.any(np.diff(offsets) < 0) or (
+                len(ids) and (offsets[0] < 0 or offsets[-1] > len(frames))):
+            raise DatasetError(f"{self.path}: sequence offsets are inconsistent (damaged file)")
+        for i, utt in enumerate(ids):
             if utt in self._index:
                 raise DatasetError(f"{self.path}: utterance {utt!r} appears twice")
+            if offsets[i + 1] == offsets[i]:
+                raise DatasetError(f"{self.path}: row {self.rows + i} (utterance {utt!r}) has a "
+                                   "zero-length sequence")
             self._index[utt] = (frames, int(offsets[i]), int(offsets[i + 1]))
+        self.rows += len(ids)
+
+    def _check_nulls(self, batch: pa.RecordBatch, seqs: pa.Array, ids: list) -> None:
+        """Null utterance ids, sequences, frames or values: named by row."""
+        for what, arr in (("utt_id", batch.column(0)), ("sequence", seqs)):
+            if arr.null_count:
+                i = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+                raise DatasetError(f"{self.path}: row {self.rows + i} (utterance {ids[i]!r}) has a "
+                                   f"null {what}")
+        if seqs.values.null_count or seqs.values.values.null_count:
+            raise DatasetError(f"{self.path}: a batch from row {self.rows} holds null frames or "
+                               "values")
 
     def __contains__(self, utt_id: str) -> bool:
         return utt_id in self._index
@@ -200,11 +223,13 @@ class Dataset:
 
 
 def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
-    """Open and validate a dataset directory. `check_values` scans every frame for NaN/Inf."""
+    """Open and validate a dataset directory. `check_values` (once per study) also validates the
+    Arrow files fully (offsets, buffers) and scans every frame for NaN/Inf."""
     root = Path(root)
     meta = _read_meta(root)
     manifest = _read_manifest(root, meta)
-    features = {m: FeatureFile(_need(root / f"{m}.arrow"), int(meta[m]["dim"])) for m in MODALITIES}
+    features = {m: FeatureFile(_need(root / f"{m}.arrow"), int(meta[m]["dim"]), full_check=check_values)
+                for m in MODALITIES}
     for modality, feats in features.items():
         _check_coverage(manifest, modality, feats)
         if check_values:
@@ -221,24 +246,43 @@ def _need(path: Path) -> Path:
 
 def _read_meta(root: Path) -> dict:
     path = _need(root / "dataset.json")
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise DatasetError(f"{path}: not valid JSON ({_clip(str(err))})") from err
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise DatasetError(f"{path}: schema_version {meta.get('schema_version')!r} is not "
-                           f"{SCHEMA_VERSION}")
+        raise DatasetError(f"{path}: schema_version {_clip(repr(meta.get('schema_version')))} is "
+                           f"not {SCHEMA_VERSION}")
     for key in ("audio", "video"):
-        if not isinstance(meta.get(key), dict) or not isinstance(meta[key].get("dim"), int):
-            raise DatasetError(f"{path}: field {key}.dim must be an integer")
+        dim = meta[key].get("dim") if isinstance(meta.get(key), dict) else None
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise DatasetError(f"{path}: field {key}.dim must be a positive integer")
+    for key in ("classes", "dimensions"):
+        names = meta.get(key)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) and n for n in names)
+                                  or len(set(names)) != len(names)):
+            raise DatasetError(f"{path}: field {key!r} must be a list of distinct names, got "
+                               f"{_clip(repr(names))}")
     if not meta.get("classes") and not meta.get("dimensions"):
         raise DatasetError(f"{path}: needs 'classes' or 'dimensions' (or both)")
     return meta
 
 
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _read_manifest(root: Path, meta: dict) -> pd.DataFrame:
     path = _need(root / "manifest.parquet")
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DatasetError(f"{path}: not a readable Parquet file ({_clip(str(err))})") from err
     for col in ("utt_id", "speaker"):
         if col not in df.columns:
             raise DatasetError(f"{path}: missing column {col!r}")
@@ -247,8 +291,11 @@ def _read_manifest(root: Path, meta: dict) -> pd.DataFrame:
     dup = df["utt_id"][df["utt_id"].duplicated()]
     if len(dup):
         raise DatasetError(f"{path}: utt_id {dup.iloc[0]!r} appears more than once")
+    nulls = df["utt_id"].isna()
+    if nulls.any():
+        raise DatasetError(f"{path}: row {int(np.flatnonzero(nulls)[0])} has no utt_id")
     for col in ("has_audio", "has_video"):
-        df[col] = df[col].astype(bool) if col in df.columns else True
+        df[col] = _flags(path, df, col) if col in df.columns else True
     both_missing = df[~df["has_audio"] & ~df["has_video"]]
     if len(both_missing):
         raise DatasetError(f"{path}: row {both_missing.index[0]} (utt_id "
@@ -256,6 +303,20 @@ def _read_manifest(root: Path, meta: dict) -> pd.DataFrame:
     _check_splits(path, df)
     _check_labels(path, df, meta)
     return df
+
+
+def _flags(path: Path, df: pd.DataFrame, col: str) -> pd.Series:
+    """A has_audio/has_video column as bool; the string "False" (or any non-flag) is an error,
+    never read as True."""
+    if pd.api.types.is_bool_dtype(df[col]) and not df[col].isna().any():
+        return df[col].astype(bool)
+    ok = df[col].map(lambda v: isinstance(v, (bool, np.bool_)) or (
+        isinstance(v, (int, np.integer)) and v in (0, 1)))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok.to_numpy())[0])
+        raise DatasetError(f"{path}: row {i} (utt_id {df['utt_id'].iloc[i]!r}) column {col!r} is "
+                           f"{_clip(repr(df[col].iloc[i]))}, expected a boolean")
+    return df[col].astype(bool)
 
 
 def _check_splits(path: Path, df: pd.DataFrame) -> None:
@@ -284,7 +345,9 @@ def _check_labels(path: Path, df: pd.DataFrame, meta: dict) -> None:
         if len(bad):
             raise DatasetError(f"{path}: row {bad.index[0]} (utt_id {bad['utt_id'].iloc[0]!r}) has "
                                f"label {bad['label'].iloc[0]!r}, not in classes {classes}")
-        _check_numeric(path, df, [f"soft_{c}" for c in classes if f"soft_{c}" in df.columns])
+        soft = [f"soft_{c}" for c in classes if f"soft_{c}" in df.columns]
+        _check_numeric(path, df, soft)
+        _check_soft(path, df, soft, len(classes))
     dims = [d for d in meta.get("dimensions") or [] if d in df.columns]
     missing = [d for d in meta.get("dimensions") or [] if d not in df.columns]
     if missing:
@@ -301,6 +364,23 @@ def _check_numeric(path: Path, df: pd.DataFrame, cols: list[str]) -> None:
             i = bad[0]
             raise DatasetError(f"{path}: row {i} (utt_id {df['utt_id'].iloc[i]!r}) column {col!r} "
                                f"is {df[col].iloc[i]!r}, expected a finite number")
+
+
+def _check_soft(path: Path, df: pd.DataFrame, cols: list[str], n_classes: int) -> None:
+    """Soft-label rows are proportions: none negative, summing to about 1 (an all-zero row
+    would train on a 0/0 target)."""
+    if not cols or not len(df):
+        return
+    if len(cols) != n_classes:
+        raise DatasetError(f"{path}: soft-label columns {cols} do not cover all {n_classes} classes")
+    values = df[cols].to_numpy(dtype=float)                       # (N, K)
+    checks = [((values < 0).any(axis=1), "has a negative soft label"),
+              (np.abs(values.sum(axis=1) - 1.0) > 1e-2, "has soft labels that do not sum to 1")]
+    for bad, what in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DatasetError(f"{path}: row {i} (utt_id {df['utt_id'].iloc[i]!r}) {what} "
+                               f"({', '.join(f'{c}={v:g}' for c, v in zip(cols, values[i]))})")
 
 
 def _check_coverage(manifest: pd.DataFrame, modality: str, feats: FeatureFile) -> None:

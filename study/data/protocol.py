@@ -1,16 +1,33 @@
-"""The missing-modality protocol: which streams each utterance has, in training and evaluation.
+"""The missing-modality protocol: which streams and frames each utterance has, in training and
+evaluation.
 
+Training:
 - `train_missing_rate` r: the fraction of training utterances that are unpaired, fixed per
   utterance for a seed. Draws are nested: the utterances unpaired at r=0.3 are a subset of those
   unpaired at r=0.5 (same seed), so a sweep over r compares like with like.
 - `audio_only_share`: of the unpaired utterances, the share that keeps audio (the rest keep video).
 - `modality_dropout` p: a regulariser; each epoch, each still-paired training utterance loses one
   stream (chosen at random) with probability p, re-drawn every epoch.
-- Evaluation conditions: `av`, `audio_only`, `video_only`, and `miss_<rate>`: each utterance loses
-  one whole stream with probability rate (seeded). `robustness` = normalised area under the
-  metric-vs-test-rate curve. A natively missing stream (has_audio/has_video False in the
-  manifest) is missing in every condition; utterances without the stream a condition keeps are
-  left out of that condition.
+- Frame dropout and noise augmentation (TrainConfig.frame_dropout / noise_aug /
+  noise_aug_snr_db) are `augmentation(...)`: a `Perturbation` re-drawn every epoch.
+
+Evaluation conditions (one row each; see README "Missing-modality protocol"):
+- `av`, `audio_only`, `video_only`: both streams, or one stream truly removed.
+- family `miss`, `miss_<rate>`: each utterance loses one whole stream with probability rate.
+  A sample's prediction depends only on its own streams, so these are composed from the three
+  passes above (cheap: evaluated on dev every epoch).
+- the families of `FAMILIES` with their own forward pass per level (`drop_*`, `gap_*`,
+  `noise_*`, `async`): evaluated on dev once per trial from its selected checkpoint and on
+  test in the final stage. Which ones run: `ProtocolConfig.families`.
+- `robustness` (miss) and `robustness_<family>`: normalised area under the metric-vs-level curve,
+  integrated over the level values.
+
+Every draw is seeded (protocol seed, stream, utterance id; never the level), so the draws are
+nested across levels: the utterances missing at 0.3 are among those missing at 0.5, the frames
+dropped at 0.3 among those dropped at 0.5, a gap of 0.3 lies inside the gap of 0.5, and the noise
+at 20 dB is the 10 dB noise vector scaled down. A natively missing stream (has_audio/has_video
+False in the manifest) is missing in every condition; utterances without the stream a condition
+keeps are left out of that condition.
 """
 from __future__ import annotations
 
@@ -21,6 +38,42 @@ import numpy as np
 
 TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))       # 0.0 .. 0.9
 NAMED_CONDITIONS = ("av", "audio_only", "video_only")
+STREAMS = ("audio", "video")
+
+
+# ----------------------------------------------------------------------------- families
+
+
+@dataclass(frozen=True)
+class Family:
+    """One condition family: what a level does, on which stream, and its default levels."""
+    kind: str                      # "miss" | "drop" | "gap" | "noise" | "shift"
+    stream: str | None             # the perturbed stream (None: either, per utterance)
+    levels: tuple[float, ...]      # default levels (x axis of the family's curve)
+    axis: str                      # what the level means, for curves
+    suffix: str = ""               # unit in the condition name: noise_audio_10db, async_200ms
+
+
+FAMILIES: dict[str, Family] = {
+    # Default levels keep the demo's wall time within 1.3x of the whole-modality protocol alone:
+    # each level but the free ones (drop/gap 0.0 and async 0 ms are `av`) costs a forward pass.
+    # whole stream dropped from a share of utterances (composed from the three passes)
+    "miss": Family("miss", None, TEST_RATES, "test missing rate"),
+    # random frames masked at a rate
+    "drop_audio": Family("drop", "audio", (0.0, 0.5, 0.9), "share of audio frames dropped"),
+    "drop_video": Family("drop", "video", (0.0, 0.5, 0.9), "share of video frames dropped"),
+    # one contiguous masked gap covering a share of the utterance (a burst of silence, a face
+    # leaving the frame)
+    "gap_audio": Family("gap", "audio", (0.0, 0.3, 0.6), "share of audio in one gap"),
+    "gap_video": Family("gap", "video", (0.0, 0.3, 0.6), "share of video in one gap"),
+    # additive Gaussian noise in feature space, SNR in dB against training-set feature variance
+    "noise_audio": Family("noise", "audio", (10.0, 0.0), "audio SNR (dB)", "db"),
+    "noise_video": Family("noise", "video", (10.0, 0.0), "video SNR (dB)", "db"),
+    # audio delayed against video
+    "async": Family("shift", "audio", (0.0, 200.0, 400.0), "audio delay (ms)", "ms"),
+}
+EXTRA_FAMILIES = tuple(f for f in FAMILIES if f != "miss")
+"""Families with a forward pass per level; all of them run by default."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +82,7 @@ class ProtocolConfig:
     audio_only_share: float = 0.5
     modality_dropout: float = 0.0
     test_rates: tuple[float, ...] = TEST_RATES
+    families: tuple[str, ...] = EXTRA_FAMILIES  # extra condition families evaluated (FAMILIES)
     seed: int = 0
 
     def __post_init__(self):
@@ -38,20 +92,86 @@ class ProtocolConfig:
                 raise ValueError(f"protocol.{name} must be within [0, 1], got {value}")
         if any(not 0.0 <= r < 1.0 for r in self.test_rates):
             raise ValueError(f"protocol.test_rates must be within [0, 1), got {self.test_rates}")
+        unknown = [f for f in self.families if f not in EXTRA_FAMILIES]
+        if unknown:
+            raise ValueError(f"protocol.families: unknown {unknown}; choose from {list(EXTRA_FAMILIES)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["test_rates"] = list(self.test_rates)
+        d["families"] = list(self.families)
         return d
 
 
-def uniforms(utt_ids, seed: int, stream: str) -> np.ndarray:
-    """(N,) uniform numbers in [0, 1) fixed by (seed, stream, utt_id), independent of order."""
-    out = np.empty(len(utt_ids))
-    for i, utt in enumerate(utt_ids):
-        digest = hashlib.blake2b(f"{seed}|{stream}|{utt}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little") / 2.0**64
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition: its name, family and level (None for the named three)."""
+    name: str
+    family: str | None = None
+    level: float | None = None
+
+    @property
+    def test_missing_rate(self) -> float | None:
+        return self.level if self.family == "miss" else None
+
+    @property
+    def cheap(self) -> bool:
+        """Composed from the av / audio-only / video-only passes (no forward pass of its own)."""
+        return self.family in (None, "miss")
+
+
+def condition_name(family: str, level: float) -> str:
+    fam = FAMILIES[family]
+    if fam.suffix:
+        return f"{family}_{level:g}{fam.suffix}"
+    return f"{family}_{level:.1f}" if abs(level * 10 - round(level * 10)) < 1e-9 else f"{family}_{level:g}"
+
+
+def family_conditions(family: str, levels=None) -> list[Condition]:
+    levels = FAMILIES[family].levels if levels is None else levels
+    return [Condition(condition_name(family, float(x)), family, float(x)) for x in levels]
+
+
+def eval_conditions(cfg: ProtocolConfig, extended: bool = False) -> list[Condition]:
+    """The evaluation conditions: the named three and `miss_*`, plus, when `extended`, every
+    level of the families in `cfg.families`."""
+    out = [Condition(c) for c in NAMED_CONDITIONS] + family_conditions("miss", cfg.test_rates)
+    if extended:
+        out += [c for f in cfg.families for c in family_conditions(f)]
     return out
+
+
+def parse_condition(name: str) -> Condition:
+    """The Condition a name stands for (`av`, `miss_0.3`, `noise_audio_10db`, `async_200ms`)."""
+    if name in NAMED_CONDITIONS:
+        return Condition(name)
+    for family in sorted(FAMILIES, key=len, reverse=True):
+        suffix = FAMILIES[family].suffix
+        if name.startswith(family + "_") and name.endswith(suffix):
+            try:
+                return Condition(name, family, float(name[len(family) + 1:len(name) - len(suffix)]))
+            except ValueError:
+                break
+    raise ValueError(f"unknown evaluation condition {name!r}")
+
+
+# ----------------------------------------------------------------------------- seeded draws
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def uniforms(utt_ids, seed: int | str, stream: str) -> np.ndarray:
+    """(N,) uniform numbers in [0, 1) fixed by (seed, stream, utt_id), independent of order."""
+    return np.array([_hash(f"{seed}|{stream}|{utt}") / 2.0**64 for utt in utt_ids], dtype=float)
+
+
+def _rng(key: str, stream: str, what: str, utt: str) -> np.random.Generator:
+    return np.random.default_rng(_hash(f"{key}|{stream}|{what}|{utt}"))
+
+
+# ----------------------------------------------------------------------------- whole streams
 
 
 def drop_one(keep_a: np.ndarray, keep_v: np.ndarray, unpaired: np.ndarray,
@@ -81,34 +201,126 @@ def epoch_dropout(n: int, has_a, has_v, cfg: ProtocolConfig, epoch: int):
     return drop_one(np.asarray(has_a, bool), np.asarray(has_v, bool), drop, 0.5, rng.random(n))
 
 
-def eval_conditions(cfg: ProtocolConfig) -> list[tuple[str, float | None]]:
-    """Every evaluation condition as (name, test_missing_rate or None)."""
-    named = [(c, None) for c in NAMED_CONDITIONS]
-    return named + [(f"miss_{r:.1f}", float(r)) for r in cfg.test_rates]
-
-
-def condition_availability(condition: str, utt_ids, has_a, has_v, cfg: ProtocolConfig):
+def condition_availability(condition: str | Condition, utt_ids, has_a, has_v, cfg: ProtocolConfig):
     """(keep, has_audio, has_video): which utterances take part and with which streams."""
+    cond = parse_condition(condition) if isinstance(condition, str) else condition
     has_a, has_v = np.asarray(has_a, bool), np.asarray(has_v, bool)
-    if condition == "av":
-        return has_a | has_v, has_a, has_v
-    if condition == "audio_only":
+    if cond.name == "audio_only":
         return has_a, has_a, np.zeros_like(has_v)
-    if condition == "video_only":
+    if cond.name == "video_only":
         return has_v, np.zeros_like(has_a), has_v
-    if condition.startswith("miss_"):
-        rate = float(condition[5:])
-        unpaired = uniforms(utt_ids, cfg.seed, f"test-{rate:.1f}") < rate
+    if cond.family == "miss":
+        # one uniform per utterance, compared with the rate: nested in the rate
+        unpaired = uniforms(utt_ids, cfg.seed, "test-unpaired") < cond.level
         which = uniforms(utt_ids, cfg.seed, "test-which")
         a, v = drop_one(has_a, has_v, unpaired, 0.5, which)
         return a | v, a, v
-    raise ValueError(f"unknown evaluation condition {condition!r}")
+    return has_a | has_v, has_a, has_v  # av, and the frame-level families (both streams kept)
+
+
+# ----------------------------------------------------------------------------- frame level
+
+
+@dataclass(frozen=True)
+class StreamChange:
+    """What a condition (or an epoch's augmentation) does to one stream's frames."""
+    drop: float = 0.0              # share of frames masked at random
+    gap: float = 0.0               # share of frames masked in one contiguous block
+    snr_db: float | None = None    # additive Gaussian noise at this SNR (None: no noise)
+    noise_share: float = 1.0       # share of utterances that get the noise (augmentation)
+    delay_ms: float = 0.0          # content shifted later by this much; leading frames masked
+
+    @property
+    def identity(self) -> bool:
+        return (self.drop <= 0 and self.gap <= 0 and self.delay_ms <= 0
+                and (self.snr_db is None or self.noise_share <= 0))
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Per-stream frame changes; `key` seeds every draw (same key, same draws at any level)."""
+    key: str
+    audio: StreamChange = StreamChange()
+    video: StreamChange = StreamChange()
+
+    @property
+    def identity(self) -> bool:
+        return self.audio.identity and self.video.identity
+
+
+def condition_perturbation(cond: Condition, cfg: ProtocolConfig) -> Perturbation | None:
+    """The frame changes of a frame-level condition; None for the whole-stream conditions."""
+    if cond.cheap:
+        return None
+    fam = FAMILIES[cond.family]
+    change = {"drop": StreamChange(drop=cond.level), "gap": StreamChange(gap=cond.level),
+              "noise": StreamChange(snr_db=cond.level),
+              "shift": StreamChange(delay_ms=cond.level)}[fam.kind]
+    return Perturbation(f"eval|{cfg.seed}", **{fam.stream: change})
+
+
+def augmentation(frame_dropout: float, noise_share: float, snr_db: float, seed: int,
+                 epoch: int) -> Perturbation | None:
+    """One epoch's frame dropout and noise augmentation on both streams (None when off)."""
+    change = StreamChange(drop=frame_dropout, snr_db=snr_db if noise_share > 0 else None,
+                          noise_share=noise_share)
+    if change.identity:
+        return None
+    return Perturbation(f"train|{seed}|{epoch}", audio=change, video=change)
+
+
+def perturb_frames(x: np.ndarray, utt: str, stream: str, p: Perturbation, rate_hz: float,
+                   scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Apply p's change of `stream` to one utterance's (T, D) frames.
+
+    Returns (x', keep): x' (T, D) float32 with masked frames zeroed, keep (T,) bool, True = real
+    frame. At least one frame is always kept. `scale` is the training-set feature std (per
+    dimension, or 1.0 for z-scored features): the noise at s dB has std scale * 10^(-s/20).
+    """
+    c: StreamChange = getattr(p, stream)
+    x = np.array(x, dtype=np.float32)               # (T, D) copy
+    t = len(x)
+    keep = np.ones(t, bool)
+    if t == 0 or c.identity:
+        return x, keep
+    if c.snr_db is not None and _hash(f"{p.key}|{stream}|noise-pick|{utt}") / 2.0**64 < c.noise_share:
+        noise = _rng(p.key, stream, "noise", utt).standard_normal(x.shape)  # (T, D), any SNR
+        x += (np.asarray(scale, np.float32) * 10.0 ** (-c.snr_db / 20.0) * noise).astype(np.float32)
+    if c.delay_ms > 0:
+        k = min(int(round(c.delay_ms / 1000.0 * rate_hz)), t - 1)
+        x[k:] = x[:t - k].copy()
+        keep[:k] = False
+    if c.gap > 0:
+        length = min(int(np.floor(c.gap * t + 0.5)), t - 1)
+        anchor = _hash(f"{p.key}|{stream}|gap|{utt}") / 2.0**64
+        start = int(np.floor(anchor * (t - length)))     # nested: a shorter gap lies inside a longer
+        keep[start:start + length] = False
+    structural = keep.copy()
+    if c.drop > 0:
+        u = _rng(p.key, stream, "drop", utt).random(t)   # (T,) one uniform per frame, any rate
+        keep &= u >= c.drop
+        if not keep.any():                                # the frame dropped last stays
+            keep[np.where(structural, u, -1.0).argmax()] = True
+    x[~keep] = 0.0  # the delay and the gap never reach the last frame: one always stays
+    return x, keep
+
+
+# ----------------------------------------------------------------------------- areas
 
 
 def robustness(rates, scores) -> float:
-    """Area under score-vs-rate divided by the rate range: the mean score over the range."""
+    """Area under score-vs-level divided by the level range: the mean score over the range.
+
+    Integrated over the level values (trapezoid), so an uneven grid weighs each interval by its
+    width; the order of the levels does not matter.
+    """
     rates, scores = np.asarray(rates, float), np.asarray(scores, float)
-    if len(rates) < 2 or np.isnan(scores).any():
+    if len(rates) < 2 or np.isnan(scores).any() or rates.max() == rates.min():
         return float("nan")
     order = np.argsort(rates)
     return float(np.trapezoid(scores[order], rates[order]) / (rates.max() - rates.min()))
+
+
+def robustness_name(family: str) -> str:
+    """The condition name of a family's area row (`robustness` for the miss family)."""
+    return "robustness" if family == "miss" else f"robustness_{family}"

@@ -21,9 +21,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch
@@ -47,6 +48,8 @@ class TrialContext:
     gpus_per_worker: float = 0.0
     train_storage: str = ""  # RunConfig.storage_path of the Ray Train runs (train mode)
     synth: tuple[str, str, int] | None = None  # regenerate the synthetic corpus where missing
+    worker_retries: int = 0  # Ray Train FailureConfig.max_failures (spec failure.worker_retries)
+    checkpoint_every: int = 1  # epochs between checkpoints; the last epoch always saves one
 
     @property
     def threads(self) -> int:
@@ -56,7 +59,7 @@ class TrialContext:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrialContext":
+    def from_dict(cls, d: dict) -> TrialContext:
         d = dict(d)
         d["objectives"] = tuple(tuple(o) for o in d["objectives"])
         d["synth"] = tuple(d["synth"]) if d.get("synth") else None
@@ -71,7 +74,7 @@ def ensure_data(ctx: TrialContext) -> str:
     root = Path(ctx.data_dir)
     if (root / "dataset.json").exists() or ctx.synth is None:
         return str(root)
-    from study.data.synth import make_corpus
+    from study.data.generate import make_corpus
 
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(str(root) + ".lock", "w") as lock:
@@ -121,16 +124,28 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
     while not s.should_stop:
         t0 = time.perf_counter()
         info = s.train_epoch()
+        _check_finite(info)
         rows = s.evaluate("dev")
         score = s.observe(rows)
         if s.best_epoch == s.epoch:
             best_rows = rows
         metrics = _epoch_report(info, rows, best_rows, score, s, ctx)
         if s.should_stop:
-            metrics.update(_finish(s, ctx))
+            metrics.update(_finish(s, ctx, best_rows))
         own_time += time.perf_counter() - t0
         metrics["trial_time_s"] = own_time  # the trial's own train + eval time (no overhead)
-        _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint, rank)
+        save = rank == 0 and (s.should_stop or s.epoch % ctx.checkpoint_every == 0)
+        _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint, save)
+
+
+class TrialDiverged(FloatingPointError):
+    """A non-finite training loss: the trial fails with this reason (the searcher is told)."""
+
+
+def _check_finite(info: dict) -> None:
+    if not math.isfinite(info["train_loss"]):
+        raise TrialDiverged(f"train loss is {info['train_loss']} at epoch {info['epoch']} "
+                            "(diverged: lower lr or set grad_clip)")
 
 
 def _resume(s, checkpoint) -> tuple[list[dict], float]:
@@ -157,20 +172,24 @@ def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContex
     }
 
 
-def _finish(s, ctx: TrialContext) -> dict:
-    """Last epoch: mark finished; in the rerun stage evaluate test once, from the best dev epoch."""
-    out = {"finished": True}
+def _finish(s, ctx: TrialContext, best_rows: list[dict]) -> dict:
+    """Last epoch: mark finished; from the selected (best dev) checkpoint, evaluate the
+    frame-level condition families on dev once (added to the reported best_rows), and in the
+    rerun stage every condition on test once."""
+    s.restore_best()
+    out = {"finished": True, "best_rows": _rows_json(best_rows + s.evaluate_families("dev"))}
     if ctx.evaluate_test:
-        s.restore_best()
-        out["test_rows"] = _rows_json(s.evaluate("test"))
+        out["test_rows"] = _rows_json(s.evaluate("test", extended=True))
     return out
 
 
 def _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint,
-                            rank: int) -> None:
+                            save: bool) -> None:
+    """Report; with `save` (rank 0, every failure.checkpoint_every epochs and the last) attach
+    the checkpoint: the latest state for recovery, the best weights for selection."""
     with tempfile.TemporaryDirectory() as d:
         checkpoint = None
-        if rank == 0:  # one checkpoint per report; other ranks report metrics only
+        if save:  # other ranks, and the epochs between checkpoints, report metrics only
             s.save(d)
             (Path(d) / CKPT_ROWS).write_text(json.dumps(
                 {"best_rows": json.loads(_rows_json(best_rows)), "own_time": own_time}))
@@ -225,7 +244,7 @@ def train_driver(config: dict, ctx: TrialContext) -> None:
         run_config=RunConfig(name=f"train-{trial_id}", storage_path=ctx.train_storage,
                              callbacks=[TuneReportCallback()],
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=ctx.worker_retries)),
     )
     trainer.fit()
 
@@ -282,10 +301,15 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._set(trial, status="failed")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        restarts = self.trials.get(trial.trial_id, {}).get("restarts", 0) + 1
+        self._set(trial, status="retrying", restarts=restarts)  # from its last checkpoint
+
 
 def fit_tuner(trainable, *, name: str, storage_path: str, resume: bool,
               tune_config: tune.TuneConfig, param_space: dict | None = None,
-              callbacks: list | None = None, verbose: int = 1) -> tune.ResultGrid:
+              callbacks: list | None = None, verbose: int = 1,
+              retries: int = 0) -> tune.ResultGrid:
     """Run (or, with resume, restore and continue) one Tune experiment; returns its ResultGrid."""
     path = f"{storage_path.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
@@ -294,7 +318,8 @@ def fit_tuner(trainable, *, name: str, storage_path: str, resume: bool,
     else:
         run_config = tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
                                     callbacks=callbacks or [],
-                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    # a failed trial restarts from its last checkpoint
+                                    failure_config=tune.FailureConfig(max_failures=retries),
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
         # reuse trial actors: a new trial skips the process start and the torch imports (~3 s)
         tune_config = dataclasses.replace(tune_config, reuse_actors=True)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from study.provenance import git_sha, versions
+from study.runs.selection import selection_note
 from study.runs.spec import StudySpec, data_location
 from study.training.config import unwrap_job
 from study.training.sanity import degenerate
@@ -199,9 +201,34 @@ def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         first = [c for c in ROW_KEYS if c in results.columns]
         results = results[first + [c for c in results.columns if c not in first]]
     curves = read_parts(study_dir, "curves")
+    _never_fewer_rows(Path(study_dir), {"results": results, "curves": curves})
     _atomic_parquet(results, Path(study_dir) / "results.parquet")
     _atomic_parquet(curves, Path(study_dir) / "curves.parquet")
     return results, curves
+
+
+class PartsMissing(FileNotFoundError):
+    """parts/ holds fewer rows than the results file it would replace (parts lost or moved)."""
+
+
+def _never_fewer_rows(study_dir: Path, merged: dict[str, pd.DataFrame]) -> None:
+    """Refuse to replace results/curves.parquet with fewer rows: the parts it is merged from
+    are missing, and rewriting would lose finished trials."""
+    import pyarrow.parquet as pq
+
+    for kind, frame in merged.items():
+        path = study_dir / f"{kind}.parquet"
+        if not path.exists():
+            continue
+        try:
+            old = pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 (an unreadable old file is replaced)
+            continue
+        if len(frame) < old:
+            raise PartsMissing(
+                f"{path} has {old} rows but {parts_dir(study_dir)} holds only {len(frame)}: parts are "
+                f"missing, so {path.name} is kept unchanged (restore parts/ from a copy, or move "
+                f"{path.name} away to rebuild it from the parts)")
 
 
 def _dataset_labels(spec: StudySpec) -> dict:
@@ -226,6 +253,7 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "objectives": [{"metric": o.metric, "condition": o.condition, "mode": o.mode,
                         "key": o.key} for o in spec.objectives],
         "primary_metric": spec.primary_metric, "task": spec.task.kind,
+        "selection": selection_note(spec),  # dev only: top-k rule, checkpoint, seeds, data conditions
         **_dataset_labels(spec),
     }
     tmp = path.with_suffix(".tmp")

@@ -17,7 +17,7 @@ finished one.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler

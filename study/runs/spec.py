@@ -11,20 +11,21 @@ import itertools
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from model.config import PRESETS
 from model.registry import FUSIONS
-from study.training.config import FLAT_KEYS, config_from_flat, objective_key, primary_metric
-from study.training.rules import check_flat, clip, short
+from study.training.config import FLAT_KEYS, check_flat, objective_key, primary_metric
+from study.training.rules import clip, short
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 SEARCHERS = ("optuna-tpe", "random", "grid")
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("asha", "moasha", "none")  # moasha: multi-objective ASHA (study/runs/schedulers.py)
 MODES = ("auto", "inline", "train")
 CONDITIONS = ("av", "audio_only", "video_only", "worst_single", "robustness") + tuple(
     f"miss_{r / 10:.1f}" for r in range(10))
@@ -70,6 +71,7 @@ class SearcherSpec:
     kind: str = "optuna-tpe"
     seed: int = 0
     n_startup_trials: int = 4  # TPE: random trials before the model kicks in
+    constant_liar: bool = True  # TPE: running trials count as poor results, so parallel asks differ
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,17 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class FailureSpec:
+    """Fault tolerance, suited to spot nodes: a failed trial (node lost, worker killed, error)
+    restarts from its last checkpoint up to `trial_retries` times (Tune), and a Ray Train worker
+    group restarts up to `worker_retries` times (Train) before the trial itself fails. -1 retries
+    forever. A deterministic error (bad config, diverged loss) is retried too, then recorded."""
+    trial_retries: int = 3
+    worker_retries: int = 3
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves one)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     dataset: DatasetSpec
@@ -130,6 +143,12 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     top_k: int = 1  # configurations per cell re-run over the seeds
     storage: str | None = None  # local dir or s3://bucket/prefix for Ray's experiment files
+    search_data_conditions: bool = False  # opt-in: a space may search audio_only_share in a cell
+    failure: FailureSpec = FailureSpec()
+    # None: sqlite STUDY_DIR/optuna.db (WAL); or an RDB URL (postgresql://...) or journal:PATH
+    optuna_storage: str | None = None
+    # opt-in experiment tracking through Ray's logger callbacks (study/runs/tracking.py)
+    tracking: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def primary_metric(self) -> str:
@@ -142,6 +161,12 @@ class StudySpec:
         ds = self.dataset
         d["dataset"] = ({"path": ds.path} if ds.path is not None else {"synth": {
             "preset": ds.synth_preset, "scale": ds.synth_scale, "seed": ds.synth_seed}})
+        if not self.search_data_conditions:  # the default: spec.yaml of older studies unchanged
+            d.pop("search_data_conditions")
+        d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
+        for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {})):
+            if getattr(self, key) == default:  # spec.yaml of older studies unchanged
+                d.pop(key)
         return _plain(d)
 
 
@@ -211,7 +236,8 @@ def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any
 # ---------------------------------------------------------------- sections
 
 TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "fixed", "cells", "searcher",
-            "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage")
+            "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage",
+            "search_data_conditions", "failure", "optuna_storage", "tracking")
 
 
 def _dataset(raw: Mapping) -> DatasetSpec:
@@ -252,7 +278,7 @@ def _fixed(raw: Mapping) -> dict:
         raise SpecError(f"fixed: expected a mapping of config keys, got {short(d)}")
     for k in d:
         if k not in FLAT_KEYS:
-            raise SpecError(f"fixed.{short(k)}: unknown config key (not a ModelConfig, protocol "
+            raise SpecError(f"fixed.{clip(str(k), 60)}: unknown config key (not a ModelConfig, protocol "
                             "or training field)")
     try:  # the same per-key rules as every trial config (study/training/rules.py)
         check_flat(d, prefix="fixed.")
@@ -312,6 +338,29 @@ def _resources(raw: Mapping) -> Resources:
     return r
 
 
+TRACKERS = {  # tracker -> {key: type}; see study/runs/tracking.py
+    "mlflow": {"tracking_uri": str, "experiment_name": str, "tags": dict, "save_artifact": bool},
+    "wandb": {"project": str, "group": str, "entity": str, "mode": str, "tags": list},
+}
+
+
+def _tracking(raw: Mapping) -> dict:
+    """`tracking: {mlflow: {tracking_uri: ...}, wandb: {project: ...}}` (both optional)."""
+    d = _check_keys(raw.get("tracking"), tuple(TRACKERS), "tracking")
+    out = {}
+    for tracker, opts in d.items():
+        o = _check_keys(opts, tuple(TRACKERS[tracker]), f"tracking.{tracker}")
+        for k, v in o.items():
+            _typed(v, TRACKERS[tracker][k], f"tracking.{tracker}.{k}")
+        if tracker == "wandb" and "mode" in o:
+            _choice(o["mode"], ("online", "offline", "disabled"), "tracking.wandb.mode")
+        tags = o.get("tags") or {}
+        for k, v in (tags.items() if isinstance(tags, dict) else enumerate(tags)):
+            _typed(v, str, f"tracking.{tracker}.tags.{_typed(k, (str, int), f'tracking.{tracker}.tags')}")
+        out[tracker] = o
+    return out
+
+
 def _consistency(spec: StudySpec) -> None:
     if spec.searcher.kind == "grid" and spec.spaces:
         raise SpecError("spaces: searcher.kind=grid runs each cell with the `fixed` params "
@@ -319,20 +368,33 @@ def _consistency(spec: StudySpec) -> None:
     if spec.searcher.kind != "grid" and not spec.spaces:
         raise SpecError(f"spaces: searcher.kind={spec.searcher.kind} needs at least one space")
     clash = sorted(set(spec.fixed) & {"fusion", "train_missing_rate", "max_epochs", "seed",
-                                       "task", "label_kind", "select_condition"})
+                                       "task", "label_kind", "select_condition", "select_metric",
+                                       "select_mode"})
     if clash:
-        raise SpecError(f"fixed.{clash[0]}: set by cells/budget/seeds/task, not by `fixed`")
+        raise SpecError(f"fixed.{clash[0]}: set by cells/budget/seeds/task/objectives, not by "
+                        "`fixed`")
+    _data_conditions(spec)
     if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > spec.budget.max_epochs:
         raise SpecError(f"scheduler.grace_period: {spec.scheduler.grace_period} > "
                         f"budget.max_epochs={spec.budget.max_epochs}")
     if spec.top_k > spec.budget.trials_per_cell:  # top_k is chosen per cell
         raise SpecError(f"top_k: {spec.top_k} > trials_per_cell={spec.budget.trials_per_cell}")
-    for cell in spec.cells.items():  # cross-field rules (e.g. d_model divisible by n_heads)
-        try:
-            config_from_flat({**spec.fixed, **cell, "task": spec.task.kind}, preset=spec.model_preset)
-        except ValueError as exc:
-            raise SpecError(f"fixed: {clip(str(exc), 300)} (model_preset {spec.model_preset}, "
-                            f"cell {cell['fusion']}, r={cell['train_missing_rate']:g})") from None
+
+
+def _data_conditions(spec: StudySpec) -> None:
+    """A data condition (train_missing_rate, audio_only_share) is a cell dimension or fixed;
+    searching one inside a cell needs `search_data_conditions: true`."""
+    from search_spaces import DATA_CONDITIONS, space_keys
+
+    if spec.search_data_conditions:
+        return
+    for i, name in enumerate(spec.spaces):
+        searched = sorted((space_keys(name) & set(DATA_CONDITIONS)) - set(spec.fixed) - {
+            "train_missing_rate"})  # a cell dimension, always fixed by the cell
+        if searched:
+            raise SpecError(f"spaces[{i}]: {name!r} searches the data condition(s) {searched} "
+                            "inside each cell; fix them under `fixed`, or set "
+                            "`search_data_conditions: true` (the report flags it)")
 
 
 def spec_from_dict(raw: Any) -> StudySpec:
@@ -349,7 +411,7 @@ def spec_from_dict(raw: Any) -> StudySpec:
     _positive(budget.trials_per_cell, "budget.trials_per_cell")
     _positive(budget.max_epochs, "budget.max_epochs")
     searcher = _section(raw, "searcher", SearcherSpec,
-                        {"kind": str, "seed": int, "n_startup_trials": int})
+                        {"kind": str, "seed": int, "n_startup_trials": int, "constant_liar": bool})
     _choice(searcher.kind, SEARCHERS, "searcher.kind")
     scheduler = _section(raw, "scheduler", SchedulerSpec,
                          {"kind": str, "grace_period": int, "reduction_factor": int})
@@ -365,13 +427,41 @@ def spec_from_dict(raw: Any) -> StudySpec:
     storage = raw.get("storage")
     if storage is not None:
         _typed(storage, str, "storage")
+    search_dc = _typed(raw.get("search_data_conditions", False), bool, "search_data_conditions")
     spec = StudySpec(name=name, dataset=_dataset(raw), task=_task(raw), model_preset=preset,
                      spaces=_spaces(raw), fixed=_fixed(raw), cells=_cells(raw),
                      searcher=searcher, scheduler=scheduler, budget=budget,
                      resources=_resources(raw), objectives=_objectives(raw), seeds=seeds,
-                     top_k=top_k, storage=storage)
+                     top_k=top_k, storage=storage, search_data_conditions=search_dc)
+    spec = dataclasses.replace(spec, failure=_failure(raw), optuna_storage=_optuna_storage(raw))
+    spec = dataclasses.replace(spec, tracking=_tracking(raw))
     _consistency(spec)
     return spec
+
+
+def _failure(raw: Mapping) -> FailureSpec:
+    f = _section(raw, "failure", FailureSpec,
+                 {"trial_retries": int, "worker_retries": int, "checkpoint_every": int})
+    for key in ("trial_retries", "worker_retries"):
+        if getattr(f, key) < -1:
+            raise SpecError(f"failure.{key}: must be >= -1 (-1 retries forever), got {getattr(f, key)}")
+    _positive(f.checkpoint_every, "failure.checkpoint_every")
+    return f
+
+
+OPTUNA_STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
+                   "mysql+pymysql://", "journal:")
+
+
+def _optuna_storage(raw: Mapping) -> str | None:
+    url = raw.get("optuna_storage")
+    if url is None:
+        return None
+    _typed(url, str, "optuna_storage")
+    if not url.startswith(OPTUNA_STORAGES):
+        raise SpecError(f"optuna_storage: {url!r} is not one of {list(OPTUNA_STORAGES)} "
+                        "(an RDB URL, or journal:PATH for Optuna's journal file)")
+    return url
 
 
 def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> StudySpec:
@@ -473,7 +563,9 @@ def data_location(spec: StudySpec) -> tuple[str, tuple | None]:
     ds = spec.dataset
     if not ds.is_synth:
         return str(Path(ds.path).expanduser().resolve()), None
+    from study.data.synth import GENERATOR_VERSION  # numpy/pandas only: no torch here
     cache = Path(os.environ.get("AVSTUDY_CACHE", Path.home() / ".cache" / "avstudy"))
-    name = f"{ds.synth_preset}-{ds.synth_scale}-seed{ds.synth_seed}"
+    # the generator version is in the name, so a corpus from an older generator is never reused
+    name = f"{ds.synth_preset}-{ds.synth_scale}-seed{ds.synth_seed}-v{GENERATOR_VERSION}"
     return str((cache / "synth" / name).resolve()), (ds.synth_preset, ds.synth_scale,
                                                       ds.synth_seed)

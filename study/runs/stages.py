@@ -11,18 +11,19 @@ is evaluated once per re-run trial, from its best dev epoch, after training has 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from study.runs import results as R
-from study.runs.spec import (SpecError, StudySpec, data_location, load_spec, max_concurrent,
-                             study_paths)
-from study.training.config import SELECT_CONDITIONS, objective_value, unwrap_job
+from study.runs.selection import checkpoint_selection, order_top, search_seed, search_seeds
+from study.runs.spec import SpecError, StudySpec, data_location, max_concurrent, study_paths
+from study.runs.storage import StudyLock, atomic_write_text, optuna_storage
+from study.training.config import objective_value, unwrap_job
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -33,9 +34,7 @@ def _marker(study_dir: Path, stage: str) -> Path:
 
 
 def _mark_done(study_dir: Path, stage: str, summary: dict) -> None:
-    path = _marker(study_dir, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary))
+    atomic_write_text(_marker(study_dir, stage), json.dumps(summary))
 
 
 def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool) -> None:
@@ -49,19 +48,19 @@ def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool) -> None:
         if saved != spec.to_dict():
             raise SpecError(f"{spec_file}: the spec differs from the one this study started "
                             "with; resume with the same spec")
-    study_dir.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    atomic_write_text(spec_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
 
 # ----------------------------------------------------------------------------- trial configs
 
 
 def base_flat(spec: StudySpec, cell: dict, max_epochs: int, seed: int) -> dict:
-    """Keys a study fixes for every trial of a cell (never searched)."""
-    first = spec.objectives[0].condition
+    """Keys a study fixes for every trial of a cell (never searched); the checkpoint is chosen
+    on the first objective (study/runs/selection.py)."""
+    condition, metric, mode = checkpoint_selection(spec)
     return {**spec.fixed, **cell, "max_epochs": max_epochs, "seed": seed,
             "task": spec.task.kind, "label_kind": spec.task.label_kind,
-            "select_condition": first if first in SELECT_CONDITIONS else "av"}
+            "select_condition": condition, "select_metric": metric, "select_mode": mode}
 
 
 def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: bool):
@@ -73,29 +72,32 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
                         objectives=tuple((o.condition, o.metric, o.mode) for o in spec.objectives),
                         evaluate_test=evaluate_test, workers=r.workers,
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                        train_storage=f"{ray_storage}/train-runs/{stage}", synth=synth)
+                        train_storage=f"{ray_storage}/train-runs/{stage}", synth=synth,
+                        worker_retries=spec.failure.worker_retries,
+                        checkpoint_every=spec.failure.checkpoint_every)
 
 
 def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from study.runs.schedulers import TruthfulOptunaSearch
 
     seed = spec.searcher.seed + cell_index
     if spec.searcher.kind == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed,
-                                             n_startup_trials=spec.searcher.n_startup_trials)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.searcher.n_startup_trials,
+                                             constant_liar=spec.searcher.constant_liar)
+    storage = optuna_storage(spec.optuna_storage, study_dir)
     keys = [o.key for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     single = len(keys) == 1
-    return OptunaSearch(space=space, metric=keys[0] if single else keys,
-                        mode=modes[0] if single else modes, sampler=sampler,
-                        study_name=f"{spec.name}/search/{slug}", storage=storage)
+    return TruthfulOptunaSearch(space=space, metric=keys[0] if single else keys,
+                                mode=modes[0] if single else modes, sampler=sampler,
+                                study_name=f"{spec.name}/search/{slug}", storage=storage)
 
 
-def close_orphans(study_dir: Path, study_name: str) -> int:
+def close_orphans(study_dir: Path, study_name: str, url: str | None = None) -> int:
     """Mark FAIL the Optuna trials still RUNNING after their cell's experiment finished.
 
     Only a driver killed between Optuna's `ask` and Tune's next experiment snapshot leaves
@@ -103,7 +105,7 @@ def close_orphans(study_dir: Path, study_name: str) -> int:
     """
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+    storage = optuna_storage(url, study_dir)
     study = optuna.load_study(study_name=study_name, storage=storage)
     orphans = [t for t in study.get_trials(deepcopy=False)
                if t.state == optuna.trial.TrialState.RUNNING]
@@ -117,6 +119,13 @@ def _scheduler(spec: StudySpec):
     if spec.scheduler.kind == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
+
+    if spec.scheduler.kind == "moasha":
+        from study.runs.schedulers import MOASHA
+
+        return MOASHA([o.key for o in spec.objectives], [o.mode for o in spec.objectives], time_attr="epoch",
+                      max_t=spec.budget.max_epochs, grace_period=spec.scheduler.grace_period,
+                      reduction_factor=spec.scheduler.reduction_factor)
 
     o = spec.objectives[0]
     return ASHAScheduler(time_attr="epoch", metric=o.key, mode=o.mode,
@@ -148,6 +157,7 @@ class Sweep:
         from ray import tune
 
         from study.runs.ray_exec import ProgressCallback, fit_tuner, make_trainable, trials_of
+        from study.runs.tracking import tracking_callbacks
 
         o = self.spec.objectives[0]
         progress = self.dir / "progress" / f"{name}.json"
@@ -156,7 +166,9 @@ class Sweep:
         tc = tune.TuneConfig(max_concurrent_trials=self.concurrency, **tune_config)
         grid = fit_tuner(make_trainable(ctx, self.inline), name=name,
                          storage_path=self.ray_storage, resume=self.resume, tune_config=tc,
-                         param_space=param_space, callbacks=[cb], verbose=self.verbose)
+                         param_space=param_space, callbacks=[cb, *tracking_callbacks(self.spec, name)],
+                         verbose=self.verbose,
+                         retries=self.spec.failure.trial_retries)
         return [R.record_from_tune(t, res) for t, res in trials_of(grid)]
 
     def search_cell(self, index: int, cell: dict) -> None:
@@ -169,20 +181,21 @@ class Sweep:
         name = f"search-{slug}"
         if _marker(self.dir, name).exists():
             return
-        fixed = base_flat(spec, cell, spec.budget.max_epochs, spec.seeds[0])
+        fixed = base_flat(spec, cell, spec.budget.max_epochs, search_seed(spec))
         ctx = trial_context(spec, self.ray_storage, name, evaluate_test=False)
         label = {"stage": "search", "cell": R.cell_name(cell["fusion"], cell["train_missing_rate"])}
         if spec.searcher.kind == "grid":
-            jobs = [{"flat": {**fixed, "seed": spec.seeds[0] + i}, "meta": {}}
-                    for i in range(spec.budget.trials_per_cell)]
+            jobs = [{"flat": {**fixed, "seed": seed}, "meta": {}}
+                    for seed in search_seeds(spec)]
             records = self._fit(name, ctx, {"num_samples": 1, "scheduler": _scheduler(spec)},
                                 {"job": tune.grid_search(jobs)}, label)
         else:
-            search = _search_alg(spec, combine(spec.spaces, fixed), self.dir, index, slug)
+            space = combine(spec.spaces, fixed, data_conditions=spec.search_data_conditions)
+            search = _search_alg(spec, space, self.dir, index, slug)
             records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
                                             "search_alg": search,
                                             "scheduler": _scheduler(spec)}, label=label)
-            close_orphans(self.dir, f"{spec.name}/search/{slug}")
+            close_orphans(self.dir, f"{spec.name}/search/{slug}", spec.optuna_storage)
         searched = lambda rec: sorted(set(unwrap_job(rec.config)[0]) - set(fixed))  # noqa: E731
         rows, curves = [], []
         for rec in records:
@@ -230,19 +243,25 @@ def _summary(records) -> dict:
 
 
 def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Series]]:
-    """Per cell, the top_k search trials by the first objective on dev (never test)."""
-    o = spec.objectives[0]
+    """Per cell, the top_k search trials on dev (never test): Pareto rank over the objectives,
+    then the first objective, then the trial id (study/runs/selection.py)."""
     ok = search[(search["status"] != "failed") & (search["split"] == "dev")]
     picks = []
     for _, cell_rows in ok.groupby("cell", sort=False):
-        scored = []
+        ids, firsts, values = [], [], []
         for tid, rows in cell_rows.groupby("trial_id", sort=True):
-            value = objective_value(rows.to_dict("records"), o.condition, o.metric, o.mode)
-            if pd.notna(value):
-                scored.append((value if o.mode == "max" else -value, tid, rows.iloc[0]))
-        scored.sort(key=lambda x: (-x[0], x[1]))
-        picks += [(tid, row) for _, tid, row in scored[:spec.top_k]]
+            records = rows.to_dict("records")
+            ids.append(tid)
+            firsts.append(rows.iloc[0])
+            values.append([_signed(objective_value(records, o.condition, o.metric, o.mode), o.mode)
+                           for o in spec.objectives])
+        order = order_top(np.asarray(values, float).reshape(len(ids), -1), ids)
+        picks += [(ids[i], firsts[i]) for i in order[:spec.top_k]]
     return picks
+
+
+def _signed(value: float, mode: str) -> float:
+    return value if mode == "max" else -value
 
 
 def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
@@ -255,7 +274,10 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
         flat = json.loads(row["config"])
         searched = [c[len("param__"):] for c in row.index
                     if c.startswith("param__") and pd.notna(row[c])]
-        for seed in spec.seeds:
+        if int(row["seed"]) in spec.seeds:  # a search made before seeds were kept apart
+            raise ValueError(f"search trial {tid} ran with seed {int(row['seed'])}, one of the "
+                             f"rerun seeds {list(spec.seeds)}: its rerun would not be fresh")
+        for seed in spec.seeds:  # fresh: search trials use seeds above these (selection.py)
             jobs.append({"flat": {**flat, "seed": seed, "max_epochs": epochs},
                          "meta": {"parent_trial_id": tid, "searched": searched}})
     return jobs
@@ -266,11 +288,18 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
 
 def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
               verbose: int = 1) -> Path:
-    """Run (or resume) every stage of a study; returns STUDY_DIR."""
+    """Run (or resume) every stage of a study; returns STUDY_DIR. One driver per STUDY_DIR: a
+    second sweep on a directory in use raises StudyInUse (study/runs/storage.py)."""
+    study_dir, ray_storage = study_paths(spec, out)
+    with StudyLock(study_dir):
+        return _sweep_locked(spec, study_dir, ray_storage, resume, verbose)
+
+
+def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
+                  verbose: int) -> Path:
     from study.data.dataset import open_dataset
     from study.runs.ray_exec import ensure_data, init_ray
 
-    study_dir, ray_storage = study_paths(spec, out)
     prepare_study_dir(spec, study_dir, resume)
     init_ray()
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
@@ -287,25 +316,3 @@ def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
     R.write_results(study_dir)
     R.write_study_json(study_dir, spec, "finished")
     return study_dir
-
-
-def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("sweep", help="run a study (search -> rerun -> final test) on Ray")
-    p.add_argument("spec", help="study spec YAML (see search_spaces/demo.yaml)")
-    p.add_argument("--out", default=None, help="STUDY_DIR (default: spec storage or runs/NAME)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted study in STUDY_DIR")
-    p.add_argument("--quiet", action="store_true", help="no Tune progress tables")
-    p.set_defaults(func=run_cli)
-    return p
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
-    study_dir = sweep(spec, out=args.out, resume=args.resume,
-                          verbose=0 if args.quiet else 1)
-    from study.runs.status import progress_table
-
-    print(progress_table(study_dir))
-    print(f"results: {study_dir / 'results.parquet'}")
-    return 0

@@ -20,16 +20,23 @@ def progress_rows(study_dir: str | Path) -> list[dict]:
     study_dir = Path(study_dir)
     rows = []
     for path in sorted((study_dir / "progress").glob("*.json")):
-        doc = json.loads(path.read_text())
-        trials = doc.get("trials", {}).values()
-        count = lambda s: sum(t["status"] == s for t in trials)  # noqa: E731
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):  # being replaced, or damaged: skip it this time
+            continue
+        if not isinstance(doc, dict):
+            continue
+        trials = [t for t in (doc.get("trials") or {}).values() if isinstance(t, dict)]
+        statuses = [t.get("status") for t in trials]
+        count = statuses.count
         scores = [t["score"] for t in trials
                   if isinstance(t.get("score"), (int, float)) and math.isfinite(t["score"])]
         best = (max(scores) if doc.get("mode", "max") == "max" else min(scores)) if scores else None
         rows.append({
-            "stage": doc.get("stage", path.stem), "cell": doc.get("cell", "-"),
+            "key": path.stem, "stage": doc.get("stage", path.stem), "cell": doc.get("cell", "-"),
             "done": count("done"), "early_stopped": count("early_stopped"),
-            "running": count("running"), "pending": count("pending"),
+            "running": count("running") + count("retrying"), "retrying": count("retrying"),
+            "pending": count("pending"),
             "failed": count("failed"), "best": best, "score_key": doc.get("score_key"),
             "finished": (study_dir / "stages" / f"{path.stem}.done").exists(),
         })

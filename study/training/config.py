@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ModelConfig, model_config
+from model.registry import FUSIONS, strategy
 from study.data.protocol import ProtocolConfig
+from study.training import rules
 
-SCHEDULES = ("fused", "three_pass")
+SCHEDULES = ("auto", "fused", "detached", "three_pass")  # auto: the fusion strategy's own (model/registry.py)
+OPTIMIZERS = ("adamw", "adam")
 LABEL_KINDS = ("hard", "soft")
 SELECT_CONDITIONS = ("av", "audio_only", "video_only", "robustness", "worst_single") + tuple(
     f"miss_{r / 10:.1f}" for r in range(10))  # dev conditions of every epoch a checkpoint is chosen on
@@ -38,18 +41,25 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 30
     patience: int = 5
-    schedule: str = "fused"          # or "three_pass" (the paper's visual, audio, AV-head steps)
+    schedule: str = "auto"           # fused | detached | three_pass, auto = the strategy's (see train_schedule)
+    optimizer: str = "adamw"         # adamw: decoupled decay on matrices; adam: L2 on every parameter
+    beta1: float = 0.9
+    beta2: float = 0.999
     label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
     select_condition: str = "av"     # dev condition used for model selection
     select_metric: str = ""          # its metric ("" = the task's primary metric), e.g. "loss"
     select_mode: str = "max"         # "min" for a loss
     normalize: bool = True           # z-score features with training-split statistics
+    frame_dropout: float = 0.0       # augmentation: share of frames masked per epoch (both streams)
+    noise_aug: float = 0.0           # augmentation: share of utterance streams given noise per epoch
+    noise_aug_snr_db: float = 10.0   # ... at this SNR (dB against the training feature variance)
+    class_balanced: bool = False     # draw each epoch's samples with replacement, every class equally likely
     grad_clip: float = 1.0
     precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
     seed: int = 0
 
     def __post_init__(self):
-        checks = [("schedule", SCHEDULES), ("label_kind", LABEL_KINDS),
+        checks = [("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("label_kind", LABEL_KINDS),
                   ("select_condition", SELECT_CONDITIONS), ("select_metric", SELECT_METRICS),
                   ("select_mode", SELECT_MODES),
                   ("precision", PRECISIONS)]
@@ -58,10 +68,24 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ValueError("lr > 0, batch_size >= 1, max_epochs >= 1 and patience >= 1 needed")
+        if not 0.0 <= self.frame_dropout < 1.0 or not 0.0 <= self.noise_aug <= 1.0:
+            raise ValueError(f"frame_dropout must be within [0, 1) and noise_aug within [0, 1], got "
+                             f"{self.frame_dropout} and {self.noise_aug}")
+
+        if self.class_balanced and self.model.task != "categorical":
+            raise ValueError("class_balanced sampling needs a categorical task")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ValueError(f"beta1={self.beta1} and beta2={self.beta2} must be within [0, 1)")
 
     @property
     def task(self) -> str:
         return self.model.task
+
+    @property
+    def train_schedule(self) -> str:
+        """The schedule that runs: `schedule`, or for "auto" the fusion strategy's own
+        (model/registry.py Strategy.schedule: detached for vavl, fused for foalnet, ...)."""
+        return strategy(self.model.fusion).schedule if self.schedule == "auto" else self.schedule
 
     @property
     def primary_metric(self) -> str:
@@ -79,6 +103,18 @@ class TrainConfig:
         flat.pop("seed", None)
         flat["seed"] = self.seed
         return flat
+
+
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
+    # The official VAVL recipe (ilucasgoncalves/VAVL run_cremad.sh, net/modelWrapper.py
+    # init_optimizer, train.py): Adam lr 5e-5, betas (0.95, 0.999), L2 5e-7 on every parameter,
+    # 20 epochs, batch 32, no clipping, three-pass schedule, checkpoint on the lowest dev loss.
+    # Applied under the flat keys by config_from_flat when the (model) preset is "official".
+    "official": dict(optimizer="adam", lr=5e-5, beta1=0.95, beta2=0.999, weight_decay=5e-7,
+                     max_epochs=20, patience=20, batch_size=32, grad_clip=0.0, label_kind="hard",
+                     schedule="three_pass", select_condition="av", select_metric="loss",
+                     select_mode="min"),
+}
 
 
 def primary_metric(task: str) -> str:
@@ -101,11 +137,10 @@ def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path
     """
     flat = dict(flat)
     preset = flat.pop("preset", None) or preset or "paper"
+    flat = {**TRAINING_PRESETS.get(preset, {}), **flat}  # explicit keys win over the recipe
     unknown = sorted(set(flat) - FLAT_KEYS)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}")
-    from study.training.rules import check_flat  # the one table of per-key rules
-
     check_flat(flat)
     model_kw = {k: v for k, v in flat.items() if k in MODEL_KEYS}
     if task:
@@ -178,3 +213,22 @@ def _finite(row: Mapping[str, Any] | None, metric: str) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return value if math.isfinite(value) else float("nan")
+
+
+# ----------------------------------------------------------------------------- value rules
+
+
+def choices() -> dict[str, tuple]:
+    """Allowed values of the keys that take one of a few (read when checked: the fusion table
+    may grow at run time, e.g. in a test)."""
+    from model.config import TASKS
+
+    return {"task": TASKS, "fusion": tuple(FUSIONS), "schedule": SCHEDULES, "optimizer": OPTIMIZERS,
+            "label_kind": LABEL_KINDS, "select_condition": SELECT_CONDITIONS, "select_metric": SELECT_METRICS,
+            "select_mode": SELECT_MODES, "precision": PRECISIONS}
+
+
+def check_flat(flat: Mapping[str, Any], prefix: str = "") -> None:
+    """Type, range and choice of every config key in `flat` (ValueError naming the first bad key);
+    the rules are study/training/rules.py's table."""
+    rules.check_flat(flat, rules.field_types((ModelConfig, ProtocolConfig, TrainConfig)), choices(), prefix)

@@ -12,8 +12,10 @@ import torch
 from model.batch import Batch
 from study.data.dataset import Dataset
 from study.data.normalize import FeatureStats, load_stats
-from study.data.protocol import train_availability
+from study.data.protocol import Perturbation, perturb_frames, train_availability
 from study.training.config import TrainConfig
+
+DEFAULT_HZ = {"audio": 50.0, "video": 30.0}  # frame rates when dataset.json gives no rate_hz
 
 
 @dataclass
@@ -27,10 +29,11 @@ class SplitData:
     has_video: np.ndarray
     norm: FeatureStats | None = None  # training-split statistics: features are z-scored
     length: np.ndarray = field(init=False)  # (N,) seconds, for length bucketing
+    _scales: dict = field(init=False, default_factory=dict, repr=False)  # noise scale per stream
 
     def __post_init__(self):
-        a_hz = self.ds.meta["audio"].get("rate_hz") or 50.0
-        v_hz = self.ds.meta["video"].get("rate_hz") or 30.0
+        a_hz = self.ds.meta["audio"].get("rate_hz") or DEFAULT_HZ["audio"]
+        v_hz = self.ds.meta["video"].get("rate_hz") or DEFAULT_HZ["video"]
         utt = self.frame["utt_id"]
         la = [len(self.ds.audio(u)) / a_hz if h else 0.0 for u, h in zip(utt, self.has_audio)]
         lv = [len(self.ds.video(u)) / v_hz if h else 0.0 for u, h in zip(utt, self.has_video)]
@@ -39,24 +42,56 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def batch(self, idx: np.ndarray, has_a: np.ndarray, has_v: np.ndarray) -> Batch:
+    def batch(self, idx: np.ndarray, has_a: np.ndarray, has_v: np.ndarray,
+              perturb: Perturbation | None = None) -> Batch:
+        """Samples idx with the given streams; `perturb` (a frame-level condition or an epoch's
+        augmentation) applies after normalisation: its masked frames are mask False and zero."""
         utts = self.frame["utt_id"].to_numpy()[idx]
-        audio = [torch.from_numpy(self._features("audio", u)) if h else None
-                 for u, h in zip(utts, has_a[idx])]
-        video = [torch.from_numpy(self._features("video", u)) if h else None
-                 for u, h in zip(utts, has_v[idx])]
-        return Batch.from_arrays(audio, video, has_a[idx], has_v[idx],
-                                 torch.from_numpy(self.target[idx]),
-                                 torch.from_numpy(self.label[idx]),
-                                 audio_dim=self.ds.meta["audio"]["dim"],
-                                 video_dim=self.ds.meta["video"]["dim"])
+        perturb = None if perturb is None or perturb.identity else perturb
+        streams = {m: [self._stream(m, u, perturb) if h else (None, None)
+                       for u, h in zip(utts, has[idx])]
+                   for m, has in (("audio", has_a), ("video", has_v))}
+        batch = Batch.from_arrays([x for x, _ in streams["audio"]], [x for x, _ in streams["video"]],
+                                  has_a[idx], has_v[idx],
+                                  torch.from_numpy(self.target[idx]),
+                                  torch.from_numpy(self.label[idx]),
+                                  audio_dim=self.ds.meta["audio"]["dim"],
+                                  video_dim=self.ds.meta["video"]["dim"])
+        if perturb is not None:
+            for m in ("audio", "video"):
+                _mask_frames(getattr(batch, f"{m}_mask"), [k for _, k in streams[m]])
+        return batch
+
+    def _stream(self, modality: str, utt: str, perturb: Perturbation | None):
+        """(T, D) tensor and (T,) keep mask (None when nothing is masked) of one stream."""
+        x = self._features(modality, utt)
+        if perturb is None or getattr(perturb, modality).identity:
+            return torch.from_numpy(x), None
+        rate_hz = self.ds.meta[modality].get("rate_hz") or DEFAULT_HZ[modality]
+        x, keep = perturb_frames(x, utt, modality, perturb, rate_hz, self._noise_scale(modality))
+        return torch.from_numpy(x), keep
+
+    def _noise_scale(self, modality: str) -> np.ndarray:
+        """(D,) training-set std of the features as the model sees them (after z-scoring)."""
+        if modality not in self._scales:
+            s = (self.norm or load_stats(self.ds, "train"))[modality]
+            self._scales[modality] = (s.std / s.scale if self.norm is not None else s.std
+                                      ).astype(np.float32)
+        return self._scales[modality]
 
     def _features(self, modality: str, utt: str) -> np.ndarray:
         """(T, D) float32, z-scored with the training statistics when normalising."""
         raw = self.ds.features[modality].get(utt)
         if self.norm is None:
-            return np.asarray(raw, np.float32)
+            return np.array(raw, np.float32)  # a copy: the memory map is read-only
         return self.norm[modality].apply(raw)
+
+
+def _mask_frames(mask: torch.Tensor, keeps: list[np.ndarray | None]) -> None:
+    """mask (B, T) bool &= each sample's (T_i,) keep array, in place (None: unchanged)."""
+    for i, keep in enumerate(keeps):
+        if keep is not None:
+            mask[i, :len(keep)] &= torch.from_numpy(keep)
 
 
 def load_splits(ds: Dataset, cfg: TrainConfig) -> dict[str, SplitData]:
@@ -103,9 +138,11 @@ def _targets(ds: Dataset, frame: pd.DataFrame, cfg: TrainConfig, stats) -> tuple
     return np.eye(len(classes), dtype=np.float32)[label], label
 
 
-def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle, sort by length within chunks of 50 batches, cut, then shuffle the batches."""
-    order = rng.permutation(len(length))
+def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     order: np.ndarray | None = None) -> list[np.ndarray]:
+    """Shuffle (or take the sample order given), sort by length within chunks of 50 batches, cut,
+    then shuffle the batches."""
+    order = rng.permutation(len(length)) if order is None else order
     chunk = batch_size * 50
     batches = []
     for start in range(0, len(order), chunk):
@@ -113,6 +150,15 @@ def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generat
         part = part[np.argsort(length[part], kind="stable")]
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def class_balanced_order(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N,) sample indices drawn with replacement, each with probability proportional to 1 / the
+    count of its class, so every class is equally likely (Foal-Net's official
+    WeightedRandomSampler). label: (N,) class indices >= 0."""
+    counts = np.bincount(label)
+    weight = 1.0 / counts[label]
+    return rng.choice(len(label), size=len(label), replace=True, p=weight / weight.sum())
 
 
 def sequential_batches(length: np.ndarray, batch_size: int) -> list[np.ndarray]:

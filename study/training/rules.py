@@ -1,6 +1,7 @@
 """The one table of per-key rules of a flat trial config (torch-free).
 
-Types come from the dataclass annotations of ModelConfig, ProtocolConfig and TrainConfig, so a
+Types come from the dataclass annotations of ModelConfig, ProtocolConfig and TrainConfig
+(`study.training.config` binds them), so a
 new field is type-checked without an entry here; `BOUNDS` and `CHOICES` add ranges and choices.
 The spec's `fixed:` values, `avstudy train --config/--set` and `config_from_flat` all check a
 flat dict with `check_flat`, so `lr: -1`, `batch_size: "32"`, `dropout: 5`, `n_heads: 0`,
@@ -16,10 +17,6 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from model.config import TASKS, ModelConfig
-from model.registry import FUSIONS
-from study.data.protocol import ProtocolConfig
 
 
 @dataclass(frozen=True)
@@ -67,27 +64,13 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
-def _choices() -> dict[str, tuple]:
-    from study.training import config as C  # the choice tuples live beside TrainConfig
-
-    table = {"task": TASKS, "fusion": tuple(FUSIONS)}
-    for key, name in (("schedule", "SCHEDULES"), ("label_kind", "LABEL_KINDS"),
-                      ("select_condition", "SELECT_CONDITIONS"), ("select_metric", "SELECT_METRICS"),
-                      ("select_mode", "SELECT_MODES"), ("precision", "PRECISIONS")):
-        if hasattr(C, name):
-            table[key] = tuple(getattr(C, name))
-    return table
-
-
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def field_types() -> dict[str, tuple[type, bool]]:
-    """{flat key: (element type, is a list)} from the three config dataclasses' annotations."""
-    from study.training.config import TrainConfig
-
+def field_types(classes) -> dict[str, tuple[type, bool]]:
+    """{flat key: (element type, is a list)} from the config dataclasses' annotations."""
     out = {}
-    for cls in (ModelConfig, ProtocolConfig, TrainConfig):
+    for cls in classes:
         for f in dataclasses.fields(cls):
             ann = str(f.type).replace(" ", "")
             if ann.startswith("tuple[") and ann.endswith(",...]"):
@@ -110,7 +93,8 @@ def clip(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def check_value(key: str, value: Any, kind: type, where: str | None = None) -> Any:
+def check_value(key: str, value: Any, kind: type, where: str | None = None,
+                choices: Mapping[str, tuple] | None = None) -> Any:
     """The value, checked against `kind`, BOUNDS and the choices; ValueError names `where`."""
     where = where or key
     if kind is bool:
@@ -130,18 +114,17 @@ def check_value(key: str, value: Any, kind: type, where: str | None = None) -> A
         bound = BOUNDS.get(key)
         if bound is not None and not bound.holds(float(value)):
             raise ValueError(f"{where}: must be {bound.text()}, got {short(value)}")
-    choices = _choices().get(key)
-    if choices is not None and value not in choices:
-        raise ValueError(f"{where}: {short(value)} not one of {list(choices)}")
+    allowed = (choices or {}).get(key)
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"{where}: {short(value)} not one of {list(allowed)}")
     return value
 
 
-def check_flat(flat: Mapping[str, Any], prefix: str = "") -> None:
-    """Raise ValueError naming the first key of `flat` whose value breaks its rule.
-
-    Keys that are not config fields are left to the caller (it names them as unknown).
-    """
-    types = field_types()
+def check_flat(flat: Mapping[str, Any], types: Mapping[str, tuple[type, bool]],
+               choices: Mapping[str, tuple], prefix: str = "") -> None:
+    """Raise ValueError naming the first key of `flat` whose value breaks its rule (`types` from
+    `field_types`, ranges from BOUNDS, `choices` per key). `study.training.config.check_flat` binds
+    the trial config's tables. Keys that are not config fields are left to the caller."""
     for key, value in flat.items():
         if key not in types:
             continue
@@ -151,6 +134,6 @@ def check_flat(flat: Mapping[str, Any], prefix: str = "") -> None:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"{where}: expected a list, got {type(value).__name__} {short(value)}")
             for i, v in enumerate(value[:1000]):
-                check_value(key, v, kind, f"{where}[{i}]")
+                check_value(key, v, kind, f"{where}[{i}]", choices)
         else:
-            check_value(key, value, kind, where)
+            check_value(key, value, kind, where, choices)

@@ -5,9 +5,10 @@ A row's `flag` is null when its predictions look sane, else the first that appli
   selected);
 - `one_class` (categorical, n >= 2): every prediction is the same class;
 - `chance`: the score is within chance level. Categorical: macro-F1 <= c + 2 * sqrt(c (1 - c) / n),
-  where c = `chance_f1` is the best macro-F1 of a predictor that ignores its input (uniform
-  random guessing, guessing with the class priors, or always the majority class), and the
-  margin is two standard errors of a proportion c on n samples. Dimensional: mean CCC
+  where c = `chance_f1` is the best expected macro-F1 of a predictor that ignores its input
+  (uniform random guessing, guessing with the class priors, or always the majority class; the
+  prior guess always reaches 1/K, the others never exceed it), and the margin is two standard
+  errors of a proportion c on n samples. Dimensional: mean CCC
   <= 2 / sqrt(n) (two standard errors of a correlation around 0; constant predictions give 0).
 
 A trial is `degenerate` when any of its `av`, `audio_only` or `video_only` rows has a flag.

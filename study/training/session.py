@@ -21,13 +21,18 @@ from model.build import build_model
 from study.data.dataset import Dataset, open_dataset
 from study.data.protocol import (
     NAMED_CONDITIONS,
+    Condition,
+    Perturbation,
+    augmentation,
     condition_availability,
+    condition_perturbation,
     epoch_dropout,
     eval_conditions,
     robustness,
+    robustness_name,
 )
 from study.training.config import TrainConfig, objective_value
-from study.training.loader import bucketed_batches, load_splits, sequential_batches, shard_batches
+from study.training.loader import bucketed_batches, class_balanced_order, load_splits, sequential_batches, shard_batches
 from study.training.metrics import categorical_metrics, dimensional_metrics
 from study.training.sanity import degenerate, nan_metrics, row_flag
 
@@ -54,7 +59,7 @@ class Session:
         self.model = build_model(cfg.model).to(self.device)
         self.net = wrap_model(self.model) if wrap_model else self.model
         self.rank, self.world_size = _rank_world(rank, world_size, wrap_model)
-        self.opt = torch.optim.AdamW(self.model.param_groups(cfg.weight_decay), lr=cfg.lr)
+        self.opt = make_optimizer(self.model, cfg)
         self.epoch = 0
         self.best_score = -float("inf")
         self.best_epoch = 0
@@ -70,11 +75,14 @@ class Session:
         has_a, has_v = epoch_dropout(len(split), split.has_audio, split.has_video,
                                      self.cfg.protocol, self.epoch)
         rng = np.random.default_rng([self.cfg.seed, 11, self.epoch])
-        batches = bucketed_batches(split.length, self.cfg.batch_size, rng)
+        order = class_balanced_order(split.label, rng) if self.cfg.class_balanced else None
+        batches = bucketed_batches(split.length, self.cfg.batch_size, rng, order)
         batches = shard_batches(batches, self.rank, self.world_size)  # same step count per rank
         total, seen = 0.0, 0
+        perturb = augmentation(self.cfg.frame_dropout, self.cfg.noise_aug, self.cfg.noise_aug_snr_db,
+                               self.cfg.seed, self.epoch)  # frame dropout + noise, this epoch's draws
         for idx in batches:
-            batch = split.batch(idx, has_a, has_v).to(self.device)
+            batch = split.batch(idx, has_a, has_v, perturb).to(self.device)
             total += self._step(batch) * len(idx)
             seen += len(idx)
         self.epoch += 1
@@ -83,31 +91,64 @@ class Session:
                 "unpaired_share": float(np.mean(has_a != has_v))}  # one stream: protocol + dropout
 
     def _step(self, batch: Batch) -> float:
-        if self.cfg.schedule == "three_pass":
+        """One training step of the schedule (TrainConfig.train_schedule):
+        fused: one pass, joint multitask training (the fusion loss reaches the encoders);
+        detached: one pass, the fusion module sees detached encoder outputs (VAVL's semantics);
+        three_pass: the official code's visual step, audio step, then the fusion module alone."""
+        schedule = self.cfg.train_schedule
+        if schedule == "three_pass":
             return self._three_pass(batch)
-        return self._update(batch)
+        return self._update(batch, mode=schedule)
 
-    def _update(self, batch: Batch, fusion_only: bool = False) -> float:
+    def _update(self, batch: Batch, mode: str = "fused", scale: float = 1.0) -> float:
+        """One optimizer step on `batch`. mode: fused | detached | fusion_only (model.vavl forward
+        modes). scale=0 runs the pass for its graph only (a rank whose subset is empty under DDP):
+        every parameter the pass touches gets an exactly-zero gradient."""
         self.opt.zero_grad(set_to_none=True)
+        kwargs = {"fused": {}, "detached": {"detach_fusion": True}, "fusion_only": {"fusion_only": True}}[mode]
         with self._autocast():
-            out = self.net(batch, fusion_only=fusion_only) if fusion_only else self.net(batch)
+            out = self.net(batch, **kwargs)
             losses = self.model.loss(out, batch)
-        losses["total"].backward()
+        total = losses["total"] * scale if scale != 1.0 else losses["total"]
+        if total.requires_grad:
+            total.backward()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
-        return float(losses["total"].detach())
+        return float(total.detach())
 
     def _three_pass(self, batch: Batch) -> float:
-        """The paper's schedule: a visual step, an audio step, then the AV head alone."""
+        """The official schedule: a visual step, an audio step, then the fusion module alone
+        (encoders frozen, model.vavl fusion_only).
+
+        Every pass runs on every rank (DDP needs the same backward calls everywhere): a pass is
+        skipped only when its subset is empty on all ranks; a rank whose own subset is empty runs
+        it on a one-sample placeholder with loss x 0 (zero gradient, same graph)."""
+        passes = [
+            (batch.has_video, lambda sub: sub.drop(audio=_all(sub.has_video)), "fused", "video"),
+            (batch.has_audio, lambda sub: sub.drop(video=_all(sub.has_audio)), "fused", "audio"),
+            (batch.paired, lambda sub: sub, "fusion_only", "paired"),
+        ]
+        local = [int(keep.sum()) for keep, *_ in passes]
         total = 0.0
-        if batch.has_video.any():
-            total += self._update(batch.select(batch.has_video).drop(audio=_all(batch.has_video)))
-        if batch.has_audio.any():
-            total += self._update(batch.select(batch.has_audio).drop(video=_all(batch.has_audio)))
-        if batch.paired.any():
-            total += self._update(batch.select(batch.paired), fusion_only=True)
+        for (keep, shape, mode, kind), n_local, n_all in zip(passes, local, self._pass_sizes(local)):
+            if n_all == 0:
+                continue
+            if n_local:
+                total += self._update(shape(batch.select(keep)), mode)
+            else:
+                total += self._update(placeholder_batch(batch, kind), mode, scale=0.0)
         return total
+
+    def _pass_sizes(self, local: list[int]) -> list[int]:
+        """Subset sizes of the passes summed over ranks (the local sizes in one process)."""
+        dist = torch.distributed
+        if self.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+            return local
+        sizes = torch.tensor(local, dtype=torch.long,
+                             device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(sizes)
+        return [int(n) for n in sizes.tolist()]
 
     def _autocast(self):
         bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto"
@@ -117,8 +158,10 @@ class Session:
     # -- evaluation
 
     @torch.no_grad()
-    def predict(self, split: str, has_a: np.ndarray, has_v: np.ndarray) -> np.ndarray:
-        """(N, K) float32 predictions with the given stream availability (eval mode)."""
+    def predict(self, split: str, has_a: np.ndarray, has_v: np.ndarray,
+                perturb: Perturbation | None = None) -> np.ndarray:
+        """(N, K) float32 predictions with the given stream availability and frame-level
+        perturbation (eval mode); rows of samples with no stream stay 0."""
         self.model.eval()
         data = self.splits[split]
         out = np.zeros((len(data), self.cfg.model.n_outputs), np.float32)
@@ -127,33 +170,74 @@ class Session:
             idx = idx[keep[idx]]
             if len(idx):
                 with self._autocast():
-                    pred = self.model(data.batch(idx, has_a, has_v).to(self.device)).pred
+                    pred = self.model(data.batch(idx, has_a, has_v, perturb).to(self.device)).pred
                 out[idx] = pred.float().cpu().numpy()
         return out
 
-    def evaluate(self, split: str = "dev", conditions: list[str] | None = None) -> list[dict]:
-        """One row per evaluation condition (plus `robustness`), with every metric."""
-        data = self.splits[split]
-        native_a, native_v = (data.frame["has_audio"].to_numpy(bool),
-                              data.frame["has_video"].to_numpy(bool))
-        # A sample's prediction depends only on its own streams, so three passes cover every
-        # condition: miss_<r> picks, per sample, the av / audio-only / video-only prediction.
-        preds = {c: self.predict(split, *condition_availability(c, data.frame["utt_id"], native_a,
-                                                                native_v, self.cfg.protocol)[1:])
-                 for c in NAMED_CONDITIONS}
-        rows = []
-        for name, rate in eval_conditions(self.cfg.protocol):
-            if conditions is not None and name not in conditions:
-                continue
-            keep, a, v = condition_availability(name, data.frame["utt_id"], native_a, native_v,
-                                                self.cfg.protocol)
-            pred = np.where((a & v)[:, None], preds["av"],
-                            np.where(a[:, None], preds["audio_only"], preds["video_only"]))
-            row = self._metrics(pred[keep], data.target[keep], data.label[keep])
-            rows.append({"condition": name, "test_missing_rate": rate, "n": int(keep.sum()), **row})
-        if conditions is None or "robustness" in conditions:
-            rows.append(_robustness_row(rows))
+    def evaluate(self, split: str = "dev", conditions: list[str] | None = None,
+                 extended: bool = False) -> list[dict]:
+        """One row per evaluation condition, plus each family's area row, with every metric.
+
+        The named three and `miss_*` always (three forward passes); with `extended`, also every
+        level of the families in cfg.protocol.families (a forward pass per level).
+        """
+        preds = self._whole_stream_preds(split)
+        rows = self._rows(split, eval_conditions(self.cfg.protocol), preds, conditions)
+        if extended:
+            rows += self.evaluate_families(split, conditions, av_pred=preds["av"])
         return rows
+
+    def evaluate_families(self, split: str = "dev", conditions: list[str] | None = None,
+                          av_pred: np.ndarray | None = None) -> list[dict]:
+        """Rows of the frame-level families only (cfg.protocol.families), with their areas.
+
+        A level that changes nothing (drop 0.0, async 0 ms) reuses the `av` prediction."""
+        extra = [c for c in eval_conditions(self.cfg.protocol, extended=True) if not c.cheap]
+        if not extra:
+            return []
+        if av_pred is None:
+            av_pred = self._whole_stream_preds(split, ("av",))["av"]
+        return self._rows(split, extra, {"av": av_pred}, conditions)
+
+    def _whole_stream_preds(self, split: str, names=NAMED_CONDITIONS) -> dict[str, np.ndarray]:
+        """Predictions with both streams, audio only (video truly absent), video only."""
+        data = self.splits[split]
+        native_a, native_v = data.frame["has_audio"].to_numpy(bool), data.frame["has_video"].to_numpy(bool)
+        return {c: self.predict(split, *condition_availability(c, data.frame["utt_id"], native_a,
+                                                               native_v, self.cfg.protocol)[1:])
+                for c in names}
+
+    def _rows(self, split: str, plan: list[Condition], preds: dict[str, np.ndarray],
+              conditions: list[str] | None) -> list[dict]:
+        data = self.splits[split]
+        native_a, native_v = data.frame["has_audio"].to_numpy(bool), data.frame["has_video"].to_numpy(bool)
+        rows = []
+        for cond in plan:
+            if conditions is not None and cond.name not in conditions:
+                continue
+            keep, a, v = condition_availability(cond, data.frame["utt_id"], native_a, native_v,
+                                                self.cfg.protocol)
+            pred = self._condition_pred(split, cond, preds, a, v)
+            row = self._metrics(pred[keep], data.target[keep], data.label[keep])
+            rows.append({"condition": cond.name, "family": cond.family, "level": cond.level,
+                         "test_missing_rate": cond.test_missing_rate, "n": int(keep.sum()), **row})
+        for family in dict.fromkeys(c.family for c in plan if c.family):
+            if conditions is None or robustness_name(family) in conditions:
+                rows.append(_robustness_row(rows, family))
+        return rows
+
+    def _condition_pred(self, split: str, cond: Condition, preds: dict[str, np.ndarray],
+                        a: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(N, K): whole-stream conditions pick, per sample, the av / audio-only / video-only
+        prediction (a sample's prediction depends only on its own streams); a frame-level
+        condition is its own forward pass."""
+        perturb = condition_perturbation(cond, self.cfg.protocol)
+        if perturb is None:
+            return np.where((a & v)[:, None], preds["av"],
+                            np.where(a[:, None], preds["audio_only"], preds["video_only"]))
+        if perturb.identity:
+            return preds["av"]
+        return self.predict(split, a, v, perturb)
 
     def _metrics(self, pred: np.ndarray, target: np.ndarray, label: np.ndarray) -> dict:
         """Every metric of one condition's predictions, plus its sanity `flag` (training/sanity.py)."""
@@ -201,9 +285,14 @@ class Session:
             self.model.load_state_dict(self.best_model)
 
     def state_dict(self) -> dict:
+        """Recovery needs the latest model + optimizer state; selection needs the best weights
+        (no optimizer state). When the latest epoch is the best they are the same tensors, saved
+        once (`best_is_latest`): benchmarks/checkpoint_bytes.py measures the saving."""
+        same = self.best_model is not None and self.best_epoch == self.epoch
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch,
-                "best_model": self.best_model or {}, "history": json.dumps(self.history),
+                "best_model": {} if same else (self.best_model or {}), "best_is_latest": same,
+                "history": json.dumps(self.history),
                 "config": json.dumps(self.cfg.to_flat()), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -216,6 +305,8 @@ class Session:
         self.epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
         self.best_score = float(state["best_score"])
         self.best_model = state["best_model"] or None
+        if state.get("best_is_latest"):
+            self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.history = json.loads(state["history"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -232,6 +323,27 @@ class Session:
         self.load_state_dict(state)
 
 
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """adamw: AdamW, decoupled weight decay on matrices/conv kernels only (model.param_groups);
+    adam: Adam with L2 weight_decay on every parameter, as the official VAVL code."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=betas)
+
+
+def placeholder_batch(batch: Batch, kind: str) -> Batch:
+    """One sample with one zero frame of the modality `kind` needs ("audio" | "video" | "paired"),
+    zero target, on batch's device: runs a pass's graph where a rank has no sample for it."""
+    dev = batch.has_audio.device
+    has_a = torch.tensor([kind in ("audio", "paired")], device=dev)
+    has_v = torch.tensor([kind in ("video", "paired")], device=dev)
+    return Batch(audio=batch.audio.new_zeros(1, 1, batch.audio.shape[2]), audio_mask=has_a[:, None].clone(),
+                 video=batch.video.new_zeros(1, 1, batch.video.shape[2]), video_mask=has_v[:, None].clone(),
+                 has_audio=has_a, has_video=has_v, target=batch.target.new_zeros(1, batch.target.shape[1]),
+                 label=batch.label.new_full((1,), -1))
+
+
 def _all(mask: torch.Tensor) -> torch.Tensor:
     return torch.ones(int(mask.sum()), dtype=torch.bool, device=mask.device)
 
@@ -244,13 +356,16 @@ def _rank_world(rank, world_size, wrap_model) -> tuple[int, int]:
     return 0, 1
 
 
-def _robustness_row(rows: list[dict]) -> dict:
-    """Normalised area under every scalar metric vs test missing rate."""
-    curve = [r for r in rows if r["test_missing_rate"] is not None]
-    keys = [k for k, v in curve[0].items() if isinstance(v, float) and k != "test_missing_rate"] if curve else []
-    rates = [r["test_missing_rate"] for r in curve]
-    out = {"condition": "robustness", "test_missing_rate": None, "n": curve[0]["n"] if curve else 0}
-    out.update({k: robustness(rates, [r[k] for r in curve]) for k in keys})
+def _robustness_row(rows: list[dict], family: str = "miss") -> dict:
+    """Normalised area under every scalar metric vs the family's level (the level values, not
+    their index): condition `robustness` for miss, `robustness_<family>` otherwise."""
+    curve = [r for r in rows if r.get("family") == family and r.get("level") is not None]
+    skip = {"level", "test_missing_rate", "n"}
+    keys = [k for k, v in curve[0].items() if isinstance(v, float) and k not in skip] if curve else []
+    levels = [r["level"] for r in curve]
+    out = {"condition": robustness_name(family), "family": family, "level": None,
+           "test_missing_rate": None, "n": curve[0]["n"] if curve else 0, "flag": None}
+    out.update({k: robustness(levels, [r[k] for r in curve]) for k in keys})
     return out
 
 
@@ -273,7 +388,8 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
     record = {"config": cfg.to_flat(), "protocol": cfg.protocol.to_dict(),
               "best_epoch": session.best_epoch, "epochs": session.epoch,
               "wall_time_s": time.perf_counter() - start,
-              "dev": session.evaluate("dev"), "test": session.evaluate("test"),
+              "dev": session.evaluate("dev", extended=True),
+              "test": session.evaluate("test", extended=True),
               "normalize": cfg.normalize,
               "unpaired_share": float(np.mean([c["unpaired_share"] for c in curves]))}
     record["degenerate"] = degenerate(record["dev"]) or degenerate(record["test"])
