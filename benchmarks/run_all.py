@@ -13,7 +13,7 @@ rows of all of them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import sys
 import time
@@ -34,11 +34,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark module under its own name (spawned child processes re-import it by name)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return importlib.import_module(name)
 
 
 def run_one(name: str, quick: bool) -> tuple[list[dict], float]:

@@ -63,7 +63,8 @@ def pareto_priority(points: np.ndarray) -> np.ndarray:
     prio = np.zeros(len(points))
     for k, front in enumerate(nondominated_fronts(points)):
         crowd = crowding_distance(points[front])
-        bonus = np.where(np.isinf(crowd), 0.5, 0.5 * crowd / (1.0 + crowd))
+        finite = np.where(np.isinf(crowd), 0.0, crowd)
+        bonus = np.where(np.isinf(crowd), 0.5, 0.5 * finite / (1.0 + finite))
         prio[front] = -k + bonus
     return prio
 
