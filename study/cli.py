@@ -179,12 +179,12 @@ def _console_options(p) -> None:
 
 
 def _run_sweep(args) -> int:
-    from study.runs.console import run_study
+    from study.runs.console import sweep_cli
     from study.runs.spec import load_spec
 
     spec = load_spec(args.spec)
-    run_study(spec, out=args.out, resume=args.resume, verbose=args.verbose, refresh=args.refresh,
-              live=not args.quiet, resume_hint=f"avstudy sweep {args.spec} --out {{dir}} --resume")
+    sweep_cli(spec, out=args.out, resume=args.resume, verbose=args.verbose, refresh=args.refresh,
+              live=not args.quiet)
     return 0
 
 

@@ -225,15 +225,12 @@ def ray_logs_to_file(study_dir: Path, verbose: bool, trackers=()):
 # ----------------------------------------------------------------------------- entry point
 
 
-def run_study(spec: StudySpec, out=None, resume: bool = False, verbose: bool = False,
-              refresh: float | None = None, live: bool = True, stream: TextIO | None = None,
-              resume_hint: str = "") -> Path:
-    """A sweep with the live view and Ray's output in a log file; prints the closing lines."""
+def watched_sweep(spec: StudySpec, study_dir: Path, resume: bool, verbose: bool, refresh: float | None,
+                  live: bool, stream: TextIO) -> Path | None:
+    """`stages.sweep` under the live view, with Ray's output in the study's log file (unless
+    verbose); returns that log's path (None when verbose)."""
     from study.runs.stages import sweep
 
-    stream = stream or sys.stdout
-    study_dir, _ = study_paths(spec, out)
-    study_dir.mkdir(parents=True, exist_ok=True)
     view = LiveView(spec, study_dir, stream=stream, refresh=refresh)
     with ray_logs_to_file(study_dir, verbose, tuple(spec.tracking)) as log:
         if live:
@@ -242,7 +239,17 @@ def run_study(spec: StudySpec, out=None, resume: bool = False, verbose: bool = F
         else:
             sweep(spec, out=study_dir, resume=resume, verbose=1 if verbose else 0)
             view.draw(final=True)
-    closing_lines(study_dir, log if not verbose else None, stream)
+    return None if verbose else log
+
+
+def sweep_cli(spec: StudySpec, out=None, resume: bool = False, verbose: bool = False,
+              refresh: float | None = None, live: bool = True, stream: TextIO | None = None) -> Path:
+    """`avstudy sweep`: the watched sweep, then the closing lines."""
+    stream = stream or sys.stdout
+    study_dir, _ = study_paths(spec, out)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    log = watched_sweep(spec, study_dir, resume, verbose, refresh, live, stream)
+    closing_lines(study_dir, log, stream)
     return study_dir
 
 

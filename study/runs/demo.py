@@ -22,9 +22,8 @@ def run_demo(out: Path, spec_path: Path | None = None, resume: bool | None = Non
              stream: TextIO | None = None) -> int:
     """Run (or, if `out` holds an unfinished demo, resume) the demo study and write its report."""
     from reports.build import write_report
-    from study.runs.console import LiveView, closing_lines, ray_logs_to_file
+    from study.runs.console import closing_lines, watched_sweep
     from study.runs.spec import SpecError, load_spec
-    from study.runs.stages import sweep
 
     stream = stream or sys.stdout
     start = time.perf_counter()
@@ -35,19 +34,12 @@ def run_demo(out: Path, spec_path: Path | None = None, resume: bool | None = Non
     if resume:
         stream.write(f"resuming the demo in {out} (start afresh with `avstudy demo --out NEW_DIR`)\n")
     out.mkdir(parents=True, exist_ok=True)
-    with ray_logs_to_file(out, verbose, tuple(spec.tracking)) as log:
-        view = LiveView(spec, out, stream=stream, refresh=refresh)
-        try:
-            if live:
-                with view:
-                    sweep(spec, out=out, resume=resume, verbose=1 if verbose else 0)
-            else:
-                sweep(spec, out=out, resume=resume, verbose=1 if verbose else 0)
-                view.draw(final=True)
-        except SpecError as exc:
-            raise SpecError(f"{exc}\n(demo: `avstudy demo --out {out}` resumes the demo started there "
-                            f"with the same spec; `avstudy demo --out NEW_DIR` starts a new one)") from None
+    try:
+        log = watched_sweep(spec, out, resume, verbose, refresh, live, stream)
+    except SpecError as exc:
+        raise SpecError(f"{exc}\n(demo: `avstudy demo --out {out}` resumes the demo started there "
+                        f"with the same spec; `avstudy demo --out NEW_DIR` starts a new one)") from None
     report = write_report(out)
     stream.write(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min\n")
-    closing_lines(out, None if verbose else log, stream, report=Path(report))
+    closing_lines(out, log, stream, report=Path(report))
     return 0
