@@ -42,6 +42,11 @@ class CorpusOption:
     flag_value: object = None
 
 
+# the split seed of the adapters that draw a speaker-independent split when no partition is given
+SPLIT_SEED = CorpusOption("seed", "--seed", "split seed when there is no partition file "
+                          "(CREMA-D, MSP-IMPROV without Split_Set)", default=0, type=int)
+
+
 def index_media(root: Path, exts: Iterable[str], subdirs: Iterable[str] = ()) -> dict[str, Path]:
     """Map file stem -> path for media files under `root` (the named subdirs first, then anywhere).
 

@@ -20,9 +20,9 @@ import pandas as pd
 
 from study.data.corpora.common import (
     AUDIO_EXTS,
+    SPLIT_SEED,
     VIDEO_EXTS,
     CorpusError,
-    CorpusOption,
     attach_media,
     check_speaker_independent,
     check_unique,
@@ -36,8 +36,7 @@ from study.data.corpora.common import (
 
 NAME = "crema-d"
 PARTITION = "CREMA-D: VAVL's label_consensus_N.csv (optional; without it every file is used)"
-OPTIONS = (CorpusOption("seed", "--seed", "split seed when there is no partition file "
-                        "(CREMA-D, MSP-IMPROV without Split_Set)", default=0, type=int),)
+OPTIONS = (SPLIT_SEED,)
 CLASSES = ("angry", "sad", "disgust", "fear", "neutral", "happy")   # VAVL consensus-file order
 CODES = {"ANG": "angry", "SAD": "sad", "DIS": "disgust", "FEA": "fear", "NEU": "neutral",
          "HAP": "happy"}

@@ -23,6 +23,7 @@ import pandas as pd
 
 from study.data.corpora.common import (
     AUDIO_EXTS,
+    SPLIT_SEED,
     VIDEO_EXTS,
     CorpusError,
     CorpusOption,
@@ -40,8 +41,7 @@ from study.data.corpora.common import (
 NAME = "msp-improv"
 PARTITION = "MSP-IMPROV: VAVL's labels_consensus_N.csv (required: it holds the A/V/D labels)"
 OPTIONS = (
-    CorpusOption("seed", "--seed", "split seed when there is no partition file "
-                 "(CREMA-D, MSP-IMPROV without Split_Set)", default=0, type=int),
+    SPLIT_SEED,
     CorpusOption("target_labels", "--target-labels", "MSP-IMPROV: add the elicitation target "
                  "emotion of the file name as a 4-class label (not a perceptual label)",
                  default=False, flag_value=True),
