@@ -146,16 +146,18 @@ def _spec(**kw) -> object:
     return spec_from_dict(raw)
 
 
-def _search_table(scores: dict[str, tuple[float, float]], seed: int = 3) -> pd.DataFrame:
+def _search_table(scores: dict[str, tuple[float, float]], seed: int = 3,
+                  lrs: dict[str, float] | None = None) -> pd.DataFrame:
     """search/dev rows of one cell: trial -> (av macro-F1, worst single macro-F1)."""
     rows = []
     for tid, (av, worst) in scores.items():
+        lr = (lrs or {}).get(tid, 0.01)
         for cond, value in (("av", av), ("audio_only", worst), ("video_only", worst + 0.05)):
             rows.append({"trial_id": tid, "cell": "fusion=late|r=0", "status": "completed",
                          "split": "dev", "condition": cond, "macro_f1": value, "seed": seed,
                          "config": json.dumps({"fusion": "late", "train_missing_rate": 0.0,
-                                               "seed": seed, "lr": 0.01}),
-                         "param__lr": 0.01})
+                                               "seed": seed, "lr": lr}, sort_keys=True),
+                         "param__lr": lr})
     rows.append({**rows[-1], "split": "test", "condition": "av", "macro_f1": 0.99,
                  "trial_id": "C"})  # a test row must never count
     return pd.DataFrame(rows)
@@ -173,6 +175,18 @@ def test_top_k_is_pareto_rank_then_the_first_objective():
     assert "Pareto rank over av_macro_f1 (max), worst_single_macro_f1 (max)" in note["top_k"]["text"]
     assert pareto_ranks(np.array([[1.0, 0.0], [0.5, 0.5], [0.4, 0.4], [np.nan, 1.0]])).tolist() == [
         0, 0, 1, 0]
+
+
+def test_a_tie_is_broken_by_the_configuration_not_the_random_trial_id():
+    """A resumed study gives its trials new random Tune ids: a tie (common at chance level)
+    must still go to the same configuration as in an uninterrupted run (CI caught this)."""
+    single = _spec(objectives=[{"metric": "macro_f1", "condition": "av"}], top_k=1)
+    lrs = {"x": 3.2e-05, "y": 2.9e-05}
+    for first, second in (("a1", "z9"), ("z9", "a1")):  # the ids swap order between runs
+        table = _search_table({first: (0.5, 0.1), second: (0.5, 0.1)},
+                              lrs={first: lrs["x"], second: lrs["y"]})
+        (tid, row), = select_top_k(single, table)
+        assert json.loads(row["config"])["lr"] == lrs["y"], tid  # "2.9e-05" sorts before "3.2e-05"
 
 
 def test_rerun_seeds_are_fresh():

@@ -141,6 +141,9 @@ def test_driver_killed_in_search_rerun_and_final_equals_uninterrupted(ray_sessio
     last = _sweep(spec, out, True, env)
     assert last.wait(timeout=400) == 0, last.stderr.read().decode()[-3000:]
 
+    searched = [sorted(pd.read_parquet(d / "results.parquet").query("stage == 'search'").config.unique())
+                for d in (tmp_path / "whole", out)]
+    assert searched[0] == searched[1]  # the same three configurations were searched
     a, b = _final(tmp_path / "whole"), _final(out)
     assert len(a) == len(b) > 0 and a["seed"].nunique() == 2
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),

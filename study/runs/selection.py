@@ -4,8 +4,9 @@ top-k configurations of each cell, and the seeds of the search and rerun stages.
 - Checkpoint: the best dev epoch by the first objective's condition and metric (its mode), when
   that condition is evaluated every epoch; otherwise `av` and the task's primary metric.
 - Top-k: per cell, Pareto rank over every objective on search/dev (rank 0 = not dominated by any
-  trial of the cell), then the first objective, then the trial id. With one objective this is
-  the first objective alone.
+  trial of the cell), then the first objective, then the trial's configuration (its canonical
+  JSON: content, not Tune's random trial id, so a resumed study breaks a tie as an uninterrupted
+  one does). With one objective this is the first objective alone.
 - Seeds: the spec's `seeds` are the rerun seeds; the search trials use seeds above all of them,
   `max(seeds) + 1` (the grid searcher: `max(seeds) + 1 + i` for its i-th trial), so no rerun
   repeats a search trial and the rerun's dev scores are fresh.
@@ -55,14 +56,15 @@ def pareto_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def order_top(values: np.ndarray, ids: Sequence[str]) -> list[int]:
-    """Indices sorted by (Pareto rank, first objective descending, id); rows whose first
-    objective is NaN are left out. `values` are signed so that larger is better."""
-    keep = [i for i in range(len(ids)) if not np.isnan(values[i, 0])]
+def order_top(values: np.ndarray, ties: Sequence[str]) -> list[int]:
+    """Indices sorted by (Pareto rank, first objective descending, tie key); rows whose first
+    objective is NaN are left out. `values` (N, M) are signed so that larger is better; `ties`
+    (N,) must be reproducible across runs (a configuration, never a random trial id)."""
+    keep = [i for i in range(len(ties)) if not np.isnan(values[i, 0])]
     if not keep:
         return []
     ranks = pareto_ranks(values[keep])
-    order = sorted(range(len(keep)), key=lambda j: (ranks[j], -values[keep[j], 0], ids[keep[j]]))
+    order = sorted(range(len(keep)), key=lambda j: (ranks[j], -values[keep[j], 0], ties[keep[j]]))
     return [keep[j] for j in order]
 
 
@@ -82,10 +84,10 @@ def selection_note(spec) -> dict:
     if len(keys) > 1:
         rule = "pareto_then_first"
         text = (f"top {spec.top_k} per cell on search/dev: Pareto rank over {', '.join(keys)}, "
-                f"then {keys[0]}")
+                f"then {keys[0]}; ties by configuration")
     else:
         rule = "first_objective"
-        text = f"top {spec.top_k} per cell on search/dev by {keys[0]}"
+        text = f"top {spec.top_k} per cell on search/dev by {keys[0]}; ties by configuration"
     cond, metric, mode = checkpoint_selection(spec)
     return {
         "split": "dev",

@@ -244,7 +244,7 @@ def _summary(records) -> dict:
 
 def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Series]]:
     """Per cell, the top_k search trials on dev (never test): Pareto rank over the objectives,
-    then the first objective, then the trial id (study/runs/selection.py)."""
+    then the first objective, then the configuration (study/runs/selection.py)."""
     ok = search[(search["status"] != "failed") & (search["split"] == "dev")]
     picks = []
     for _, cell_rows in ok.groupby("cell", sort=False):
@@ -255,7 +255,8 @@ def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Se
             firsts.append(rows.iloc[0])
             values.append([_signed(objective_value(records, o.condition, o.metric, o.mode), o.mode)
                            for o in spec.objectives])
-        order = order_top(np.asarray(values, float).reshape(len(ids), -1), ids)
+        ties = [f"{first['config']}\0{tid}" for tid, first in zip(ids, firsts)]
+        order = order_top(np.asarray(values, float).reshape(len(ids), -1), ties)
         picks += [(ids[i], firsts[i]) for i in order[:spec.top_k]]
     return picks
 
