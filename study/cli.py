@@ -164,8 +164,11 @@ def _run_train(args) -> int:
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run a study (search -> rerun -> final test) on Ray")
     p.add_argument("spec", help="study spec YAML (see search_spaces/demo.yaml; check it first with `avstudy plan`)")
-    p.add_argument("--out", default=None, help="STUDY_DIR (default: the spec's storage, else runs/NAME)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR")
+    p.add_argument("--out", default=None, help="STUDY_DIR (default: the spec's storage when a local path, "
+                                                "else runs/NAME; with an s3:// storage it is the working "
+                                                "copy, mirrored to STORAGE/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR "
+                                                         "(pulled from STORAGE/NAME onto a new head)")
     _console_options(p)
 
 

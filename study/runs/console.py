@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from study.runs.spec import StudySpec, study_paths
+from study.runs.spec import StudySpec, study_paths, study_remote
 from study.runs.status import progress_rows
 
 RAY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "ray.data", "optuna", "mlflow", "wandb")
@@ -249,12 +249,15 @@ def sweep_cli(spec: StudySpec, out=None, resume: bool = False, verbose: bool = F
     study_dir, _ = study_paths(spec, out)
     study_dir.mkdir(parents=True, exist_ok=True)
     log = watched_sweep(spec, study_dir, resume, verbose, refresh, live, stream)
-    closing_lines(study_dir, log, stream)
+    closing_lines(study_dir, log, stream, remote=study_remote(spec))
     return study_dir
 
 
-def closing_lines(study_dir: Path, log: Path | None, stream: TextIO, report: Path | None = None) -> None:
+def closing_lines(study_dir: Path, log: Path | None, stream: TextIO, report: Path | None = None,
+                  remote: str | None = None) -> None:
     lines = [f"results:     {study_dir / 'results.parquet'} (one row per trial x stage x condition)"]
+    if remote is not None:
+        lines.append(f"remote:      {remote} (a copy of the study's files; avstudy report {remote})")
     if report is not None:
         lines.append(f"report:      {Path(report).resolve()}")
     else:

@@ -30,6 +30,7 @@ import ray
 import torch
 from ray import tune
 
+from study.runs.storage import StudyMirror, join_uri
 from study.training.config import config_from_flat, objective_key, objective_value, unwrap_job
 
 CKPT_ROWS = "best_rows.json"  # beside session.pt in every checkpoint
@@ -269,29 +270,35 @@ def make_trainable(ctx: TrialContext, inline: bool) -> Any:
 
 
 class ProgressCallback(tune.Callback):
-    """Writes a live progress file per experiment (read by `avstudy status`)."""
+    """Writes a live progress file per experiment (read by `avstudy status`); with a remote
+    study, pushes the changed study files (progress, the optuna.db snapshot) at every change
+    of a trial's status, so a new head resumes with the searcher's trials."""
 
-    def __init__(self, path: str, score_key: str, mode: str, label: dict):
+    def __init__(self, path: str, score_key: str, mode: str, label: dict,
+                 mirror: StudyMirror | None = None):
         self.path, self.score_key, self.mode, self.label = path, score_key, mode, label
+        self.mirror = mirror
         self.trials: dict[str, dict] = {}
 
     def setup(self, **info) -> None:
         if os.path.exists(self.path):  # restored experiment: keep what was recorded
             self.trials = json.loads(Path(self.path).read_text()).get("trials", {})
 
-    def _set(self, trial, **fields) -> None:
+    def _set(self, trial, push: bool = True, **fields) -> None:
         entry = self.trials.setdefault(trial.trial_id, {"status": "pending", "score": None})
         entry.update(fields)
         tmp = self.path + ".tmp"
         Path(tmp).write_text(json.dumps({**self.label, "score_key": self.score_key,
                                          "mode": self.mode, "trials": self.trials}))
         os.replace(tmp, self.path)
+        if self.mirror is not None and push:
+            self.mirror.push()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._set(trial, status="running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._set(trial, status="running", score=result.get(self.score_key),
+        self._set(trial, push=False, status="running", score=result.get(self.score_key),
                   epoch=result.get("epoch"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -311,7 +318,7 @@ def fit_tuner(trainable, *, name: str, storage_path: str, resume: bool,
               callbacks: list | None = None, verbose: int = 1,
               retries: int = 0) -> tune.ResultGrid:
     """Run (or, with resume, restore and continue) one Tune experiment; returns its ResultGrid."""
-    path = f"{storage_path.rstrip('/')}/{name}"
+    path = join_uri(storage_path, name)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
                                    param_space=param_space)
@@ -338,7 +345,7 @@ def trials_of(grid: tune.ResultGrid) -> list[tuple[Any, Any]]:
 def worker_env() -> dict:
     """runtime_env that lets Ray workers import this project when it runs from a source
     checkout rather than an installed package (an installed package needs nothing)."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout (study/runs/ray_exec.py)
     if "site-packages" in root:
         return {}
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)

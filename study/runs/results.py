@@ -247,6 +247,7 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     doc = {
         "name": spec.name, "status": status,
+        "work_dir": str(Path(study_dir).resolve()),  # the driver's copy (a remote study's resume)
         "started_at": started_at or old.get("started_at") or now,
         "finished_at": now if status == "finished" else None,
         "versions": versions(), "git_sha": git_sha(), "spec": spec.to_dict(),

@@ -20,6 +20,7 @@ import yaml
 
 from model.config import PRESETS
 from model.registry import FUSIONS
+from study.runs.storage import join_uri
 from study.training.config import FLAT_KEYS, check_flat, objective_key, primary_metric
 from study.training.rules import clip, short
 
@@ -544,9 +545,18 @@ def max_concurrent(spec: StudySpec, cluster: Mapping[str, float]) -> int:
 # ---------------------------------------------------------------- locations
 
 
+def study_remote(spec: StudySpec) -> str | None:
+    """Where a study lives besides its working copy: `storage` (a URI) + NAME, or None."""
+    if spec.storage is None or "://" not in spec.storage:
+        return None
+    return join_uri(spec.storage, spec.name)
+
+
 def study_paths(spec: StudySpec, out: str | Path | None) -> tuple[Path, str]:
-    """(STUDY_DIR, Ray storage path). s3:// storage holds Ray's files; results stay local."""
-    remote = spec.storage is not None and "://" in spec.storage
+    """(STUDY_DIR, Ray storage path). With a URI `storage`, STUDY_DIR is the driver's working
+    copy, mirrored to `<storage>/NAME/` (study/runs/storage.py), and Ray writes to
+    `<storage>/NAME/ray/`, the same layout as a local study."""
+    remote = study_remote(spec)
     if out is not None:
         study_dir = Path(out)
     elif spec.storage and not remote:
@@ -554,8 +564,9 @@ def study_paths(spec: StudySpec, out: str | Path | None) -> tuple[Path, str]:
     else:
         study_dir = Path("runs") / spec.name
     study_dir = study_dir.resolve()
-    ray_storage = f"{spec.storage.rstrip('/')}/{spec.name}" if remote else str(study_dir / "ray")
-    return study_dir, ray_storage
+    if remote:
+        return study_dir, join_uri(remote, "ray")
+    return study_dir, str(study_dir / "ray")
 
 
 def data_location(spec: StudySpec) -> tuple[str, tuple | None]:

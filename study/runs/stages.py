@@ -21,8 +21,8 @@ import yaml
 
 from study.runs import results as R
 from study.runs.selection import checkpoint_selection, order_top, search_seed, search_seeds
-from study.runs.spec import SpecError, StudySpec, data_location, max_concurrent, study_paths
-from study.runs.storage import StudyLock, atomic_write_text, optuna_storage
+from study.runs.spec import SpecError, StudySpec, data_location, max_concurrent, study_paths, study_remote
+from study.runs.storage import StudyLock, StudyMirror, atomic_write_text, join_uri, optuna_storage
 from study.training.config import objective_value, unwrap_job
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
@@ -37,9 +37,16 @@ def _mark_done(study_dir: Path, stage: str, summary: dict) -> None:
     atomic_write_text(_marker(study_dir, stage), json.dumps(summary))
 
 
-def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool) -> None:
-    """Create STUDY_DIR with spec.yaml; refuse to overwrite or to resume a different spec."""
+def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool,
+                      mirror: StudyMirror | None = None) -> None:
+    """Create STUDY_DIR with spec.yaml; refuse to overwrite or to resume a different spec. With a
+    remote study, a new head's empty working copy is first pulled from the remote (--resume)."""
     spec_file = study_dir / "spec.yaml"
+    if mirror is not None and not spec_file.exists() and mirror.holds_study():
+        if not resume:
+            raise SpecError(f"{mirror.remote} already holds a study; pass --resume to continue it "
+                            "or change the spec's name or storage to start a new one")
+        _pull(mirror, study_dir)
     if spec_file.exists():
         if not resume:
             raise SpecError(f"{study_dir} already holds a study; pass --resume to continue it "
@@ -49,6 +56,16 @@ def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool) -> None:
             raise SpecError(f"{spec_file}: the spec differs from the one this study started "
                             "with; resume with the same spec")
     atomic_write_text(spec_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+def _pull(mirror: StudyMirror, study_dir: Path) -> None:
+    """Bring a remote study onto this head. Ray's restored searcher and callbacks name the
+    working copy's path, so it must be the one the study ran in."""
+    ran_in = json.loads(mirror.read("study.json") or b"{}").get("work_dir")
+    if ran_in and Path(ran_in) != study_dir:
+        raise SpecError(f"{mirror.remote} ran with its working copy at {ran_in}; resume with "
+                        f"--out {ran_in} (Ray's restored searcher state points there)")
+    mirror.pull()
 
 
 # ----------------------------------------------------------------------------- trial configs
@@ -72,7 +89,7 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
                         objectives=tuple((o.condition, o.metric, o.mode) for o in spec.objectives),
                         evaluate_test=evaluate_test, workers=r.workers,
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                        train_storage=f"{ray_storage}/train-runs/{stage}", synth=synth,
+                        train_storage=join_uri(ray_storage, "train-runs", stage), synth=synth,
                         worker_retries=spec.failure.worker_retries,
                         checkpoint_every=spec.failure.checkpoint_every)
 
@@ -140,13 +157,13 @@ class Sweep:
     """One study run: the spec, where it lives, and what the cluster can hold at once."""
 
     def __init__(self, spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
-                 verbose: int = 1):
+                 verbose: int = 1, mirror: StudyMirror | None = None):
         import ray
 
         from study.runs.spec import check_resources
 
         self.spec, self.dir, self.ray_storage = spec, study_dir, ray_storage
-        self.resume, self.verbose = resume, verbose
+        self.resume, self.verbose, self.mirror = resume, verbose, mirror
         cluster = ray.cluster_resources()
         if not spec.resources.max_concurrent_trials:  # else: autoscaling, nodes come later
             check_resources(spec, cluster)
@@ -162,7 +179,7 @@ class Sweep:
         o = self.spec.objectives[0]
         progress = self.dir / "progress" / f"{name}.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
-        cb = ProgressCallback(str(progress), o.key, o.mode, label or {"experiment": name})
+        cb = ProgressCallback(str(progress), o.key, o.mode, label or {"experiment": name}, self.mirror)
         tc = tune.TuneConfig(max_concurrent_trials=self.concurrency, **tune_config)
         grid = fit_tuner(make_trainable(ctx, self.inline), name=name,
                          storage_path=self.ray_storage, resume=self.resume, tune_config=tc,
@@ -206,6 +223,12 @@ class Sweep:
         R.write_part(self.dir, name, rows, curves)
         _mark_done(self.dir, name, _summary(records))
         R.write_results(self.dir)
+        self.push()
+
+    def push(self) -> None:
+        """Copy the study's changed files to its remote (a no-op for a local study)."""
+        if self.mirror is not None:
+            self.mirror.push()
 
     def rerun_and_final(self) -> None:
         from ray import tune
@@ -235,6 +258,7 @@ class Sweep:
         R.write_part(self.dir, "final", final_rows, [])
         _mark_done(self.dir, "final", {"trials": len(records)})
         R.write_results(self.dir)
+        self.push()
 
 
 def _summary(records) -> dict:
@@ -290,30 +314,36 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
 def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
               verbose: int = 1) -> Path:
     """Run (or resume) every stage of a study; returns STUDY_DIR. One driver per STUDY_DIR: a
-    second sweep on a directory in use raises StudyInUse (study/runs/storage.py)."""
+    second sweep on a directory in use raises StudyInUse (study/runs/storage.py). With a URI
+    `storage`, the study's files are mirrored there as they are written."""
     study_dir, ray_storage = study_paths(spec, out)
+    remote = study_remote(spec)
+    mirror = StudyMirror(study_dir, remote) if remote else None
     with StudyLock(study_dir):
-        return _sweep_locked(spec, study_dir, ray_storage, resume, verbose)
+        return _sweep_locked(spec, study_dir, ray_storage, resume, verbose, mirror)
 
 
 def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
-                  verbose: int) -> Path:
+                  verbose: int, mirror: StudyMirror | None) -> Path:
     from study.data.dataset import open_dataset
     from study.runs.ray_exec import ensure_data, init_ray
 
-    prepare_study_dir(spec, study_dir, resume)
+    prepare_study_dir(spec, study_dir, resume, mirror)
     init_ray()
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
     open_dataset(data_dir)  # validate every file and frame once, before any trial starts
-    study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose)
+    study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose, mirror=mirror)
     R.write_study_json(study_dir, spec, "running")
+    study.push()
     try:
         for i, cell in enumerate(spec.cells.items()):
             study.search_cell(i, cell)
         study.rerun_and_final()
     except BaseException:
         R.write_study_json(study_dir, spec, "interrupted")
+        study.push()
         raise
     R.write_results(study_dir)
     R.write_study_json(study_dir, spec, "finished")
+    study.push()
     return study_dir

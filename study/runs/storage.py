@@ -6,16 +6,24 @@
 - `optuna_storage`: the Optuna storage of a study: sqlite in STUDY_DIR (WAL, so readers such as
   optuna-dashboard never lock out the writer, and a busy timeout), an RDB URL, or a journal file.
 - `atomic_write_text`: write-then-rename, so a reader sees the old file or the new, never half.
+- `StudyMirror`: with `storage: s3://...` (any pyarrow filesystem URI), the study's own files
+  (spec, study.json, results, curves, parts, stage markers, progress, a snapshot of optuna.db,
+  the report) are copied beside Ray's files, each as one object (an S3 PUT is atomic: a reader
+  sees the old object or the new). `--resume` on a new head pulls them back first.
 """
+
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import fnmatch
 import json
 import os
+import posixpath
 import socket
 import sqlite3
+import tempfile
 from pathlib import Path
 
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for a reader's lock before giving up
@@ -113,3 +121,134 @@ def optuna_storage(url: str | None, study_dir: str | Path):
         db = str(Path(study_dir) / "optuna.db")
     return optuna.storages.RDBStorage(sqlite_wal(db), engine_kwargs={
         "connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
+# ----------------------------------------------------------------------------- remote copies
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with path parts appended, keeping a query string (`?endpoint_override=...`) last."""
+    base, sep, query = uri.partition("?")
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)]) + sep + query
+
+
+# what a study needs to be reported and resumed from the bucket alone (globs under STUDY_DIR);
+# not Ray's files (under ray/, already in the bucket), the lock or the local log
+MIRRORED = ("spec.yaml", "study.json", "results.parquet", "curves.parquet", "optuna.db",
+            "report.html", "parts/*.parquet", "stages/*.done", "progress/*.json")
+
+
+class StudyMirror:
+    """A copy of a study's own files at a remote URI (s3://bucket/prefix/NAME, or any pyarrow
+    filesystem URI). `push` uploads what changed since the last push; `pull` brings a study
+    back onto a new head. Picklable (Tune pickles the callback that holds it)."""
+
+    def __init__(self, study_dir: str | Path, remote: str):
+        self.dir, self.remote = Path(study_dir), remote
+        self._pushed: dict[str, tuple] = {}
+        self._fs = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fs": None}
+
+    def _remote(self, rel: str = "") -> tuple:
+        import pyarrow.fs as pafs
+
+        if self._fs is None:
+            self._fs, self._root = pafs.FileSystem.from_uri(self.remote)
+        return self._fs, posixpath.join(self._root, rel) if rel else self._root
+
+    def local_files(self) -> list[str]:
+        found = set()
+        for pattern in MIRRORED:
+            found.update(str(p.relative_to(self.dir)) for p in self.dir.glob(pattern) if p.is_file())
+        return sorted(found)
+
+    def push(self) -> int:
+        """Upload every mirrored file that changed; returns how many were uploaded."""
+        n = 0
+        for rel in self.local_files():
+            stamp = _stamp(self.dir / rel)
+            if self._pushed.get(rel) == stamp:
+                continue
+            _put(*self._remote(rel), _snapshot(self.dir / rel))
+            self._pushed[rel] = stamp
+            n += 1
+        return n
+
+    def holds_study(self) -> bool:
+        import pyarrow.fs as pafs
+
+        fs, path = self._remote("spec.yaml")
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+    def remote_files(self) -> list[str]:
+        """Mirrored files at the remote (one listing per folder: never Ray's many files)."""
+        import pyarrow.fs as pafs
+
+        fs, root = self._remote()
+        rels = []
+        for folder in sorted({posixpath.dirname(p) for p in MIRRORED}):
+            where = posixpath.join(root, folder) if folder else root
+            infos = fs.get_file_info(pafs.FileSelector(where, allow_not_found=True))
+            rels += [posixpath.relpath(i.path, root) for i in infos if i.type == pafs.FileType.File]
+        return sorted(r for r in rels if any(fnmatch.fnmatchcase(r, p) for p in MIRRORED))
+
+    def read(self, rel: str) -> bytes | None:
+        """One remote file's bytes, or None where there is none."""
+        import pyarrow.fs as pafs
+
+        fs, path = self._remote(rel)
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def pull(self) -> int:
+        """Download every mirrored file into STUDY_DIR (a new head's empty working copy)."""
+        rels = self.remote_files()
+        for rel in rels:
+            data = self.read(rel)
+            dst = self.dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dst)
+            self._pushed[rel] = _stamp(dst)
+        return len(rels)
+
+
+def _stamp(path: Path) -> tuple:
+    """What tells a changed file: size and mtime, and for sqlite its write-ahead log's too (in
+    WAL mode a commit touches only the -wal file until a checkpoint)."""
+    files = [path, path.with_name(path.name + "-wal")] if path.suffix == ".db" else [path]
+    return tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files if f.exists()))
+
+
+def _snapshot(path: Path) -> bytes:
+    """The file's bytes; for a sqlite database a consistent copy (the backup API, WAL-safe)."""
+    if path.suffix != ".db":
+        return path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        src, dst = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S), sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        return copy.read_bytes()
+
+
+def _put(fs, path: str, data: bytes) -> None:
+    """One atomic write: an object store's PUT is; a local filesystem gets write-then-rename."""
+    parent = posixpath.dirname(path)
+    if fs.type_name == "local":
+        fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{os.getpid()}.tmp")
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+        return
+    with fs.open_output_stream(path) as f:
+        f.write(data)
