@@ -145,13 +145,18 @@ def test_ray_train_worker_group_mode(ray_session, synth_cache, tmp_path):
 @pytest.mark.slow
 def test_two_worker_ray_train_trial_finishes(ray_session, synth_cache, tmp_path):
     """2 Ray Train workers (gloo, 1 CPU each) train one model together and finish every stage
-    (before the equal-step sharding, ranks took unequal step counts and DDP hung)."""
+    (before the equal-step sharding, ranks took unequal step counts and DDP hung), with VAVL's
+    three-pass schedule: every pass on every rank, even where a rank's batch has no pair."""
+    base = _spec()
     raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
+                cells={"fusion": ["vavl"], "train_missing_rate": [0.5]},
+                fixed={**base["fixed"], "schedule": "three_pass"},
                 budget={"trials_per_cell": 1, "max_epochs": 2},
                 resources={"workers": 2, "cpus_per_worker": 1, "mode": "train"})
     out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
     assert set(res.stage) == {"search", "rerun", "final"} and (res.status == "completed").all()
     assert set(res.workers) == {2} and set(res.cpus) == {2.0}
+    assert {json.loads(c)["schedule"] for c in res.config} == {"three_pass"}
     curves = pd.read_parquet(out / "curves.parquet")
     assert sorted(curves[curves.stage == "search"].epoch) == [1, 2]
