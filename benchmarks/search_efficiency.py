@@ -262,7 +262,14 @@ def summary(res: dict) -> list[dict]:
 
 
 def plot(res: dict, path: Path) -> None:
-    import matplotlib
+    """The PNG (matplotlib); without matplotlib the curves go to PATH.json instead, never lost."""
+    try:
+        import matplotlib
+    except ImportError:
+        out = path.with_suffix(".json")
+        out.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in res["curves"].items()}))
+        print(f"matplotlib is not installed (pip install matplotlib): curves written to {out} instead")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
