@@ -52,11 +52,16 @@ def make_data(root: Path, n: int) -> str:
     return str(write_dataset(root, manifest, meta, frames(50, 1024), frames(30, 1408)))
 
 
-def pss_mib(pid: int | str = "self") -> float:
+def pss_mib(pid: int | str = "self") -> dict[str, float]:
+    """Pss, and its anonymous (the process's own) and file-backed (page cache) parts, in MiB."""
+    got = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no Pss line in smaps_rollup")
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Pss_Anon", "Pss_File"):
+            got[key] = int(rest.split()[0]) / 1024
+    if "Pss" not in got:
+        raise RuntimeError("no Pss line in smaps_rollup")
+    return got
 
 
 def trial(data: str, copy_all: bool, ready, go, out) -> None:
@@ -84,8 +89,8 @@ def trial(data: str, copy_all: bool, ready, go, out) -> None:
     out.put(pss_mib())
 
 
-def measure_pss(data: str, n: int, copy_all: bool) -> float:
-    """Total PSS (MiB) of n concurrent trials, each measured once all have read everything."""
+def measure_pss(data: str, n: int, copy_all: bool) -> dict[str, float]:
+    """Total PSS (MiB, and its parts) of n concurrent trials, each measured once all have read everything."""
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=trial, args=(data, copy_all, ready, go, out)) for _ in range(n)]
@@ -94,7 +99,8 @@ def measure_pss(data: str, n: int, copy_all: bool) -> float:
     for _ in procs:
         ready.get(timeout=1800)
     go.set()
-    total = sum(out.get(timeout=300) for _ in procs)
+    got = [out.get(timeout=300) for _ in procs]
+    total = {k: sum(g.get(k, 0.0) for g in got) for k in got[0]}
     for p in procs:
         p.join()
     return total
@@ -139,7 +145,10 @@ def run(args) -> dict:
             one, four = measure_pss(data, 1, copy_all), measure_pss(data, 4, copy_all)
             name = "read-all" if copy_all else "mmap"
             res[name] = (one, four)
-            print(f"{name:>8}: PSS one trial {one:.0f} MiB, four trials {four:.0f} MiB, ratio {four / one:.2f}")
+            print(f"{name:>8}: PSS one trial {one['Pss']:.0f} MiB, four trials {four['Pss']:.0f} MiB, "
+                  f"ratio {four['Pss'] / one['Pss']:.2f}; of which each process's own (anonymous) "
+                  f"{one.get('Pss_Anon', 0):.0f} / {four.get('Pss_Anon', 0) / 4:.0f} MiB per trial, "
+                  f"page cache of the dataset (file) {one.get('Pss_File', 0):.0f} / {four.get('Pss_File', 0):.0f} MiB")
         res["loader"], res["step"] = loader_vs_step(data, args.batches)
         print(f"loader {res['loader']:.1f} batches/s vs training step {res['step']:.3f} batches/s: "
               f"{res['loader'] / res['step']:.0f}x (target >= 5x)")
@@ -147,7 +156,7 @@ def run(args) -> dict:
 
 
 def summary(res: dict) -> list[dict]:
-    mm, ra = res["mmap"], res["read-all"]
+    mm, ra = [(one["Pss"], four["Pss"]) for one, four in (res["mmap"], res["read-all"])]
     return [
         {"measure": "PSS of 4 concurrent trials / 1 trial", "alternatives": "memory-mapped loader",
          "ratio": mm[1] / mm[0], "target": "<= 1.3", "met": mm[1] / mm[0] <= 1.3},
