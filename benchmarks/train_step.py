@@ -200,7 +200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--utts", type=int, default=32, help="training utterances per epoch")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--quick", action="store_true", help="8 utterances, one round, fp32 only (a smoke run)")
+    ap.add_argument("--quick", action="store_true",
+                    help="8 utterances, one round, fp32 only, no official-cost three-pass (a smoke run)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.utts = 1, 8
@@ -209,7 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     precisions = ["fp32", "bf16"] if native_bf16(args.device) and not args.quick else ["fp32"]
-    combos = [(s, p) for p in precisions for s in ONE_PASS + ("three_pass",)] + [(OFFICIAL, "fp32")]
+    combos = [(s, p) for p in precisions for s in ONE_PASS + ("three_pass",)]
+    combos += [] if args.quick else [(OFFICIAL, "fp32")]  # the smoke run stays under its time
     runs = {c: [] for c in combos}
     cpu = args.device == "cpu"
     peak = sgemm_peak_gflops(args.threads) if cpu else float("nan")
@@ -253,15 +255,16 @@ def report(runs: dict, precisions: list[str], args, sgemm: float, ffn: float) ->
             print(f"{p}: {s} / three_pass throughput {ratio:.2f}x (target >= 1.6x) "
                   f"{'OK' if ratio >= 1.6 else 'BELOW TARGET'}; peak memory "
                   f"{peak[(s, p)] / peak[('three_pass', p)]:.2f}x")
-    bound = flops[("three_pass", "fp32")] / flops[("detached", "fp32")]
-    print(f"fp32: FLOPs per sample three_pass / detached {bound:.2f}x (the ratio at equal GFLOP/s); "
-          f"official-cost three_pass / detached {flops[(OFFICIAL, 'fp32')] / flops[('detached', 'fp32')]:.2f}x")
+    nan = float("nan")
+    one_pass, official = flops[("detached", "fp32")], flops.get((OFFICIAL, "fp32"), nan)
+    print(f"fp32: FLOPs per sample three_pass / detached {flops[('three_pass', 'fp32')] / one_pass:.2f}x (the ratio "
+          f"at equal GFLOP/s); official-cost three_pass / detached {official / one_pass:.2f}x")
     share = statistics.median(x["matmul_share"] for x in runs[("detached", "fp32")])
     print(f"fp32 detached: {share:.0%} of the step's CPU time in matmul kernels (torch.profiler): they run at "
           f"{gflops[('detached', 'fp32')] / share / sgemm:.0%} of the sgemm peak; the other {1 - share:.0%} "
           f"(norms, activations, softmax, masking, the optimizer) does no matmul FLOPs")
     print(f"fp32: detached / three_pass@official_cost throughput "
-          f"{speed[('detached', 'fp32')] / speed[(OFFICIAL, 'fp32')]:.2f}x")
+          f"{speed[('detached', 'fp32')] / speed.get((OFFICIAL, 'fp32'), nan):.2f}x")
     if "bf16" in precisions:
         print(f"fused bf16 / three_pass fp32 throughput: "
               f"{speed[('fused', 'bf16')] / speed[('three_pass', 'fp32')]:.2f}x")
@@ -279,7 +282,8 @@ def summary(res: dict) -> list[dict]:
         {"measure": "FLOPs per training sample, fp32", "alternatives": "three_pass / detached",
          "ratio": fl[("three_pass", "fp32")] / fl[("detached", "fp32")], "target": "(bounds the above)", "met": None},
         {"measure": "training samples/s, paper sizes, fp32", "alternatives": "detached / official-cost three_pass",
-         "ratio": sp[("detached", "fp32")] / sp[(OFFICIAL, "fp32")], "target": "(report)", "met": None},
+         "ratio": sp[("detached", "fp32")] / sp.get((OFFICIAL, "fp32"), float("nan")), "target": "(report)",
+         "met": None},
         {"measure": "achieved GFLOP/s of the detached step, fp32", "alternatives": "step / sgemm peak",
          "ratio": gf[("detached", "fp32")] / res["sgemm"], "target": ">= 0.75",
          "met": gf[("detached", "fp32")] / res["sgemm"] >= 0.75},
