@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -341,7 +342,10 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
         study.rerun_and_final()
     except BaseException:
         R.write_study_json(study_dir, spec, "interrupted")
-        study.push()
+        try:
+            study.push()
+        except Exception as err:  # the bucket unreachable: never hide why the study stopped
+            print(f"avstudy: could not copy the interrupted study to {mirror.remote}: {err}", file=sys.stderr)
         raise
     R.write_results(study_dir)
     R.write_study_json(study_dir, spec, "finished")
