@@ -72,24 +72,12 @@ def official_cost_session():
     `weights` step runs the encoders in eval mode but not under no_grad, so its backward goes
     through them and their gradients are then dropped (the next step's zero_grad). Same update
     as `three_pass` (only the fusion module moves); measured only, to bound the ratio."""
-    import contextlib
+    import functools
 
     from model.vavl import AVModel
     from study.training.session import Session
 
-    @contextlib.contextmanager
-    def eval_only(self):  # AVModel._frozen without its no_grad
-        modules = [m for name, m in self.named_children() if name != "fusion"]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            yield
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
-
-    AVModel._frozen = eval_only  # this child process only
+    AVModel._frozen = functools.partialmethod(AVModel._frozen, no_grad=False)  # this child process only
 
     class OfficialCost(Session):
         def _update(self, batch, mode="fused", scale=1.0):

@@ -171,13 +171,14 @@ class AVModel(nn.Module):
         return pred
 
     @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
+    def _frozen(self, no_grad: bool = True) -> Iterator[None]:
+        """Everything but the fusion module in eval mode (and, by default, under no_grad)."""
         modules = [m for name, m in self.named_children() if name != "fusion"]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad() if no_grad else contextlib.nullcontext():
                 yield
         finally:
             for m, mode in zip(modules, modes):
