@@ -69,7 +69,7 @@ from study.runs.ray_exec import worker_env
 from study.runs.spec import spec_from_dict
 from study.runs.stages import sweep
 
-address, raw, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+address, raw, out, answer = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 ray.init(address=address, runtime_env=worker_env() or None, log_to_driver=False)
 seen, done = set(), threading.Event()
 
@@ -82,7 +82,8 @@ threading.Thread(target=watch, daemon=True).start()
 start = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
 sweep(spec_from_dict(raw), out=out, verbose=0)
 done.set()
-print(json.dumps({"gpu_nodes_at_start": len(start), "gpu_nodes_seen": len(seen)}))
+with open(answer, "w") as f:  # through a file: Ray's processes may print after the driver
+    json.dump({"gpu_nodes_at_start": len(start), "gpu_nodes_seen": len(seen)}, f)
 '''
 
 
@@ -140,13 +141,13 @@ def test_trials_make_the_autoscaler_add_worker_nodes(tmp_path):
                         "--include-dashboard=false", "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=120)
         proc = subprocess.run([sys.executable, "-c", DRIVER, f"127.0.0.1:{port}", json.dumps(raw),
-                               str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=400)
+                               str(out), str(tmp_path / "answer.json")], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=400)
     finally:
         _stop_ours(temp)
         shutil.rmtree(temp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    nodes = json.loads(proc.stdout.strip().splitlines()[-1])
+    nodes = json.loads((tmp_path / "answer.json").read_text())
     assert nodes["gpu_nodes_at_start"] == 0 and nodes["gpu_nodes_seen"] >= 1  # added on demand
     res = pd.read_parquet(out / "results.parquet")
     assert set(res.stage) == {"search", "rerun", "final"} and (res.status == "completed").all()

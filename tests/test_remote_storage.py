@@ -196,8 +196,17 @@ def _sweep(spec: Path, work: Path, resume: bool, cache: Path) -> subprocess.Pope
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(PYTHONPATH=str(ROOT), AVSTUDY_CACHE=str(cache))
     args = ["sweep", str(spec), "--out", str(work), "--quiet"] + (["--resume"] if resume else [])
-    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(work.parent / f"driver-{'resume' if resume else 'first'}.log", "w+b")
+    # output to a file, never a pipe nobody reads: a full pipe would block the driver
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def _output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read().decode(errors="replace")
 
 
 def _done(work: Path) -> list[str]:
@@ -219,7 +228,7 @@ def test_study_on_s3_survives_the_loss_of_its_head(s3, tmp_path):
     deadline = time.time() + 300
     while not _done(work) and first.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    assert first.poll() is None, first.stdout.read().decode()[-3000:]
+    assert first.poll() is None, _output(first)[-3000:]
     done_before = _done(work)
     os.killpg(first.pid, signal.SIGKILL)  # the head dies: driver, Ray and all
     first.wait()
@@ -228,9 +237,10 @@ def test_study_on_s3_survives_the_loss_of_its_head(s3, tmp_path):
     shutil.rmtree(work)  # and its disk with it
 
     again = _sweep(spec, work, True, tmp_path / "cache2")
-    out, _ = again.communicate(timeout=500)
-    assert again.returncode == 0, out.decode()[-3000:]
-    assert remote in out.decode()  # the closing lines name the bucket copy
+    again.wait(timeout=500)
+    out = _output(again)
+    assert again.returncode == 0, out[-3000:]
+    assert remote in out  # the closing lines name the bucket copy
     shutil.rmtree(work)  # report from the bucket alone
 
     meta = json.loads(_read(remote, "study.json"))
