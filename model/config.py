@@ -12,104 +12,94 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from model.registry import FUSIONS
+from model.registry import FUSIONS, strategy, strategy_keys
+from study.keys import AT_LEAST_1, NON_NEGATIVE, UNIT_OPEN, flat_problems, key, problems_of
 
 TASKS = ("categorical", "dimensional")
-FOAL_CHOICES = {
-    "foal_temperature_form": ("paper", "official"),  # logits = cos * exp(s) | cos / t (t init log(1/tau))
-    "foal_positives": ("mean", "sum"),  # multi-positive targets averaged | summed (official)
-    "foal_negatives": ("argmax", "sample"),  # hardest negative | sampled ~ softmax(sim) (official)
-    "foal_match_heads": ("joint", "directional"),  # one BCE head | a2v + v2a 2-way heads (official)
-    "foal_xattn": ("pre_ln", "post_ln"),  # pre-LN block with feed-forward | post-LN, no FF (official)
-}
+
+
+def _fusions() -> tuple[str, ...]:
+    return tuple(FUSIONS)  # read when checked: the table may grow at run time (a test adds one)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The model's keys, each declared with its rule (study/keys.py). A fusion strategy's own
+    keys are declared with the strategy (model/registry.py `Strategy.keys`) and held in
+    `options`; they read as attributes (`cfg.foal_heads`) and flatten into `to_dict()`."""
+
     # inputs
-    audio_dim: int = 1024  # wav2vec2-large-robust, 50 Hz
-    video_dim: int = 1408  # EfficientNet-B2 face features, ~30 fps
+    audio_dim: int = key(1024, bound=AT_LEAST_1, doc="wav2vec2-large-robust, 50 Hz")
+    video_dim: int = key(1408, bound=AT_LEAST_1, doc="EfficientNet-B2 face features, ~30 fps")
     # encoders (conformer)
-    proj_dim: int = 50  # 1x1 conv projection of the input features
-    d_model: int = 512
-    n_heads: int = 8
-    enc_layers: int = 3  # per-modality conformer blocks
-    shared_layers: int = 2  # conformer blocks shared by both modalities
-    kernel_size: int = 31  # depthwise conv kernel
-    ff_mult: int = 4
-    dropout: float = 0.1  # conformer dropout (official conformer/model.py: 0.1)
-    head_dropout: float = 0.2  # MLP heads (official train.py --out_dropout 0.2)
+    proj_dim: int = key(50, bound=AT_LEAST_1, doc="1x1 conv projection of the input features")
+    d_model: int = key(512, bound=AT_LEAST_1)
+    n_heads: int = key(8, bound=AT_LEAST_1)
+    enc_layers: int = key(3, bound=AT_LEAST_1, doc="per-modality conformer blocks")
+    shared_layers: int = key(2, bound=NON_NEGATIVE, doc="conformer blocks shared by both modalities")
+    kernel_size: int = key(31, bound=AT_LEAST_1, odd=True, doc="depthwise conv kernel")
+    ff_mult: int = key(4, bound=AT_LEAST_1)
+    dropout: float = key(0.1, bound=UNIT_OPEN, doc="conformer dropout (official conformer/model.py)")
+    head_dropout: float = key(0.2, bound=UNIT_OPEN, doc="MLP heads (official train.py --out_dropout)")
     # VAVL ablation switches
-    use_shared: bool = True
-    shared_residual: bool = True
-    recon_weight: float = 1.0  # x the official weight (2 categorical, 1 dimensional); 0 removes the heads
-    unimodal_weight: float = 1.0  # weight of the audio/video head losses
-    head_hidden: int = 256  # MLP head: d_in -> d_model -> head_hidden -> K
-    head_bottleneck_relu: bool = False  # ReLU between head_hidden and K (official MLP: none)
+    use_shared: bool = key(True)
+    shared_residual: bool = key(True)
+    recon_weight: float = key(1.0, bound=NON_NEGATIVE,
+                              doc="x the official weight (2 categorical, 1 dimensional); 0 removes the heads")
+    unimodal_weight: float = key(1.0, bound=NON_NEGATIVE, doc="weight of the audio/video head losses")
+    head_hidden: int = key(256, bound=AT_LEAST_1, doc="MLP head: d_in -> d_model -> head_hidden -> K")
+    head_bottleneck_relu: bool = key(False, doc="ReLU between head_hidden and K (official MLP: none)")
     # task
-    task: str = "categorical"  # or "dimensional" (arousal, valence, dominance)
-    n_outputs: int = 6
-    # fusion strategy and its own parameters (prefixed by the strategy name)
-    fusion: str = "vavl"
-    gated_hidden: int = 128
-    xattn_layers: int = 2
-    foal_use_align: bool = True
-    foal_use_match: bool = True
-    foal_align_weight: float = 1.0
-    foal_match_weight: float = 0.1
-    foal_temperature: float = 0.07
-    foal_proj_dim: int = 256
-    foal_layers: int = 2  # cross-attention layers per direction
-    foal_heads: int = 4  # attention heads of its cross-attention (official: 4)
-    foal_proj_dropout: float = 0.5  # dropout inside its projection blocks (official Projection: 0.5)
-    foal_temperature_form: str = "paper"
-    foal_positives: str = "sum"
-    foal_negatives: str = "sample"
-    foal_match_heads: str = "directional"
-    foal_xattn: str = "post_ln"
+    task: str = key("categorical", choices=TASKS, doc="or dimensional (arousal, valence, dominance)")
+    n_outputs: int = key(6, bound=AT_LEAST_1)
+    fusion: str = key("vavl", choices=_fusions, doc="a strategy of model/registry.py FUSIONS")
+    # every registered strategy's own keys, ((name, value), ...) sorted: see model_config
+    options: tuple = ()
 
     def __post_init__(self) -> None:
-        errors = _validate(self)
+        object.__setattr__(self, "options", _complete(self.options))
+        errors = problems_of(self) + flat_problems(dict(self.options), strategy_keys())
+        errors = errors or _cross(self)  # cross-key rules only once each key is sane
         if errors:
             raise ValueError("invalid ModelConfig: " + "; ".join(errors))
 
+    def __getattr__(self, name: str) -> Any:  # a strategy's own key
+        for k, v in self.__dict__.get("options", ()):
+            if k == name:
+                return v
+        raise AttributeError(f"ModelConfig has no key {name!r}")
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        d.update(self.options)
+        return d
 
 
-def _validate(cfg: ModelConfig) -> list[str]:
+BASE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "options")
+
+
+def _complete(options) -> tuple:
+    """Every registered strategy key, with its default where `options` does not set it."""
+    given = dict(options)
+    unknown = sorted(set(given) - set(strategy_keys()))
+    if unknown:
+        raise ValueError(f"unknown ModelConfig keys: {unknown}")
+    return tuple(sorted({k: given.get(k, s.default) for k, s in strategy_keys().items()}.items()))
+
+
+def _cross(cfg: ModelConfig) -> list[str]:
+    """Rules that tie keys together (each key's own rule is declared with it)."""
     errors = []
-    if cfg.task not in TASKS:
-        errors.append(f"task={cfg.task!r} not in {TASKS}")
-    if cfg.fusion not in FUSIONS:
-        errors.append(f"fusion={cfg.fusion!r} not in {sorted(FUSIONS)}")
     if cfg.task == "dimensional" and cfg.n_outputs != 3:
         errors.append(f"dimensional task needs n_outputs=3, got {cfg.n_outputs}")
     if cfg.task == "categorical" and cfg.n_outputs < 2:
         errors.append(f"categorical task needs n_outputs >= 2, got {cfg.n_outputs}")
     if cfg.d_model % cfg.n_heads:
         errors.append(f"d_model={cfg.d_model} not divisible by n_heads={cfg.n_heads}")
-    if cfg.kernel_size % 2 == 0:
-        errors.append(f"kernel_size={cfg.kernel_size} must be odd")
-    for name in ("dropout", "head_dropout", "foal_proj_dropout"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            errors.append(f"{name}={getattr(cfg, name)} not in [0, 1)")
-    for name, allowed in FOAL_CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            errors.append(f"{name}={getattr(cfg, name)!r} not in {allowed}")
-    if cfg.d_model % cfg.foal_heads:
-        errors.append(f"d_model={cfg.d_model} not divisible by foal_heads={cfg.foal_heads}")
-    if cfg.recon_weight < 0 or cfg.unimodal_weight < 0:
-        errors.append("recon_weight and unimodal_weight must be >= 0")
-    if cfg.foal_temperature <= 0:
-        errors.append(f"foal_temperature={cfg.foal_temperature} must be > 0")
-    positive = ("audio_dim", "video_dim", "proj_dim", "d_model", "n_heads", "enc_layers",
-                "ff_mult", "head_hidden", "gated_hidden", "xattn_layers", "foal_proj_dim",
-                "foal_layers", "foal_heads")
-    errors += [f"{name} must be >= 1" for name in positive if getattr(cfg, name) < 1]
-    if cfg.shared_layers < 0:
-        errors.append("shared_layers must be >= 0")
+    if cfg.fusion in FUSIONS:
+        errors += strategy(cfg.fusion).check(cfg)
     return errors
 
 
@@ -130,11 +120,20 @@ def model_config(preset: str = "paper", **overrides) -> ModelConfig:
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted(set(overrides) - set(BASE_KEYS) - set(strategy_keys()))
     if unknown:
         raise ValueError(f"unknown ModelConfig fields: {unknown}")
     values = {**PRESETS[preset], **overrides}
     if values.get("task") == "dimensional" and "n_outputs" not in overrides:
         values["n_outputs"] = 3
-    return ModelConfig(**values)
+    base = {k: v for k, v in values.items() if k in BASE_KEYS}
+    options = tuple((k, v) for k, v in values.items() if k not in BASE_KEYS)
+    return ModelConfig(**base, options=options)
+
+
+def model_keys():
+    """{flat key: KeySpec} of every model key: ModelConfig's and every strategy's own."""
+    from study.keys import table_of
+
+    table = {k: v for k, v in table_of(ModelConfig).items() if k != "options"}
+    return {**table, **strategy_keys()}

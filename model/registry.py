@@ -4,9 +4,10 @@ Spec validation, the search spaces, the benchmarks and the tests all read `FUSIO
 classes live in `model/fusion.py` and are imported only when a model is built, so code that
 only validates a spec or lists a search space never loads torch.
 
-Adding a strategy: write its class (a `model.fusion.FusionStrategy`), then add one entry here
-with its define-by-run parameters and the training schedule it runs under `schedule: auto`.
-Its own ModelConfig fields are prefixed by its name.
+Adding a strategy: write its class (a `model.fusion.FusionStrategy`, in its own module if you
+like), then add one entry here with its own keys (each declared with its rule: they become flat
+config keys, read as `cfg.<key>`), its define-by-run parameters and the training schedule it runs
+under `schedule: auto`. Its keys are prefixed by its name; nothing else needs to change.
 
 Schedules (study/training/session.py):
 - "detached": one forward/backward per batch; the unimodal losses train the encoders and heads,
@@ -23,13 +24,24 @@ Schedules (study/training/session.py):
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from study.keys import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT_OPEN, Bound, KeySpec, Rule
 
 
 def no_params(trial: Any) -> dict:
     return {}
+
+
+def no_check(cfg: Any) -> list[str]:
+    return []
+
+
+def opt(default: Any, *, bound: Bound | None = None, choices: tuple | None = None, doc: str = "") -> KeySpec:
+    """A strategy's own key: its type is its default's, with its rule."""
+    return KeySpec(type(default), False, Rule(bound=bound, choices=choices, doc=doc), default)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,8 @@ class Strategy:
     temporal: bool = False  # attends across the two streams' frames (asynchrony matters)
     doc: str = ""
     schedule: str = "detached"  # training schedule under `schedule: auto` (see the module doc)
+    keys: Mapping[str, KeySpec] = field(default_factory=dict)  # its own config keys and rules
+    check: Callable[[Any], list[str]] = no_check  # rules tying its keys to the model's
 
 
 def _gated(trial) -> dict:
@@ -60,15 +74,59 @@ def _foalnet(trial) -> dict:
     }
 
 
+FOAL_KEYS = {
+    "foal_use_align": opt(True, doc="contrastive audio-visual alignment loss"),
+    "foal_use_match": opt(True, doc="label-matching (ITM-style) loss"),
+    "foal_align_weight": opt(1.0, bound=NON_NEGATIVE),
+    "foal_match_weight": opt(0.1, bound=NON_NEGATIVE),
+    "foal_temperature": opt(0.07, bound=POSITIVE),
+    "foal_proj_dim": opt(256, bound=AT_LEAST_1),
+    "foal_layers": opt(2, bound=AT_LEAST_1, doc="cross-attention layers per direction"),
+    "foal_heads": opt(4, bound=AT_LEAST_1, doc="attention heads of its cross-attention (official: 4)"),
+    "foal_proj_dropout": opt(0.5, bound=UNIT_OPEN, doc="dropout in its projections (official: 0.5)"),
+    "foal_temperature_form": opt("paper", choices=("paper", "official"),
+                                 doc="logits = cos * exp(s) | cos / t (t init log(1/tau))"),
+    "foal_positives": opt("sum", choices=("mean", "sum"),
+                          doc="multi-positive targets averaged | summed (official)"),
+    "foal_negatives": opt("sample", choices=("argmax", "sample"),
+                          doc="hardest negative | sampled ~ softmax(sim) (official)"),
+    "foal_match_heads": opt("directional", choices=("joint", "directional"),
+                            doc="one BCE head | a2v + v2a 2-way heads (official)"),
+    "foal_xattn": opt("post_ln", choices=("pre_ln", "post_ln"),
+                      doc="pre-LN block with feed-forward | post-LN, no FF (official)"),
+}
+
+
+def _foal_check(cfg) -> list[str]:
+    if cfg.d_model % cfg.foal_heads:
+        return [f"foal_heads: d_model={cfg.d_model} is not divisible by foal_heads={cfg.foal_heads}"]
+    return []
+
+
 FUSIONS: dict[str, Strategy] = {
     "vavl": Strategy("model.fusion:ConcatFusion", doc="VAVL: concat of pooled vectors -> MLP"),
     "late": Strategy("model.fusion:LateFusion", doc="average of the unimodal predictions"),
-    "gated": Strategy("model.fusion:GatedFusion", _gated, doc="per-sample softmax gate"),
+    "gated": Strategy("model.fusion:GatedFusion", _gated, doc="per-sample softmax gate",
+                      keys={"gated_hidden": opt(128, bound=AT_LEAST_1, doc="width of the gate's MLP")}),
     "xattn": Strategy("model.fusion:CrossAttentionFusion", _xattn, temporal=True,
-                      doc="MulT-style cross-attention both ways"),
+                      doc="MulT-style cross-attention both ways",
+                      keys={"xattn_layers": opt(2, bound=AT_LEAST_1, doc="cross-attention layers")}),
     "foalnet": Strategy("model.fusion:FoalNetFusion", _foalnet, temporal=True, schedule="fused",
-                        doc="Foal-Net: contrastive alignment + label matching, then fusion"),
+                        doc="Foal-Net: contrastive alignment + label matching, then fusion",
+                        keys=FOAL_KEYS, check=_foal_check),
 }
+
+
+def strategy_keys() -> dict[str, KeySpec]:
+    """{key: KeySpec} of every registered strategy's own keys (read at call time: the table may
+    grow at run time)."""
+    out: dict[str, KeySpec] = {}
+    for name, s in FUSIONS.items():
+        for k, spec in s.keys.items():
+            if k in out:
+                raise ValueError(f"fusion {name!r} declares key {k!r}, already declared by another strategy")
+            out[k] = spec
+    return out
 
 
 def strategy(name: str) -> Strategy:

@@ -38,7 +38,7 @@ DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
 a space may search them inside a cell only when the spec sets `search_data_conditions: true`."""
 
 __all__ = ["DATA_CONDITIONS", "SPACES", "CombinedSpace", "DataConditionError", "FixingTrial", "combine",
-           "get_space", "space_keys"]
+           "get_space", "space_keys", "suggest_range"]
 
 
 def get_space(name: str) -> SpaceFn:
@@ -62,10 +62,12 @@ class FixingTrial:
     branches of a fixed fusion still get their own parameters suggested.
     """
 
-    def __init__(self, trial: Any, fixed: Mapping[str, Any], data_conditions: bool = False):
+    def __init__(self, trial: Any, fixed: Mapping[str, Any], data_conditions: bool = False,
+                 search: Mapping[str, Mapping[str, Any]] | None = None):
         self._trial = trial
         self._fixed = dict(fixed)
         self._data_conditions = data_conditions
+        self._search = dict(search or {})  # the spec's ranges win over the spaces' own
 
     def __getattr__(self, item: str) -> Any:
         attr = getattr(self._trial, item)
@@ -80,6 +82,8 @@ class FixingTrial:
                     f"search space suggests the data condition {name!r} inside a cell; make it a "
                     "cell dimension or a fixed value, or set `search_data_conditions: true` in "
                     "the spec (the report then flags it)")
+            if name in self._search:
+                return suggest_range(self._trial, name, self._search[name])
             return attr(name, *args, **kwargs)
 
         return suggest
@@ -90,26 +94,44 @@ class CombinedSpace:
     searcher): every named space in order, then the fixed values on top."""
 
     def __init__(self, names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None,
-                 data_conditions: bool = False):
+                 data_conditions: bool = False, search: Mapping[str, Mapping[str, Any]] | None = None):
         for n in names:
             get_space(n)  # fail early on an unknown name
         self.names = tuple(names)
         self.fixed = dict(fixed or {})
         self.data_conditions = data_conditions
+        self.search = {k: dict(v) for k, v in (search or {}).items()}
 
     def __call__(self, trial) -> dict:
-        proxy = FixingTrial(trial, self.fixed, self.data_conditions)
+        proxy = FixingTrial(trial, self.fixed, self.data_conditions, self.search)
         params: dict = {}
         for name in self.names:
             params.update(get_space(name)(proxy))
+        for name in sorted(set(self.search) - set(params) - set(self.fixed)):  # keys of the spec's own
+            params[name] = proxy.suggest_float(name, 0, 1)  # the range is the spec's (FixingTrial)
         params.update(self.fixed)
         return params
 
 
+def suggest_range(trial: Any, name: str, rng: Mapping[str, Any]) -> Any:
+    """Suggest `name` from a spec `search:` range ({float|int: [low, high], log, step} or
+    {choices: [...]}) through an Optuna trial."""
+    if "choices" in rng:
+        return trial.suggest_categorical(name, list(rng["choices"]))
+    kind = "float" if "float" in rng else "int"
+    low, high = rng[kind]
+    options = {k: rng[k] for k in ("log", "step") if k in rng}
+    if kind == "float":
+        return trial.suggest_float(name, float(low), float(high), **options)
+    return trial.suggest_int(name, int(low), int(high), **options)
+
+
 def combine(names: list[str] | tuple[str, ...], fixed: Mapping[str, Any] | None = None,
-            data_conditions: bool = False) -> CombinedSpace:
-    """One define-by-run function for OptunaSearch from space names and fixed keys."""
-    return CombinedSpace(names, fixed, data_conditions)
+            data_conditions: bool = False, search: Mapping[str, Mapping[str, Any]] | None = None,
+            ) -> CombinedSpace:
+    """One define-by-run function for OptunaSearch from space names, fixed keys and the spec's
+    own ranges (`search:`, which win over the spaces')."""
+    return CombinedSpace(names, fixed, data_conditions, search)
 
 
 class _Probe:

@@ -1,5 +1,10 @@
 """The `avstudy` command line. `main(argv)` is testable; every subcommand returns an exit code.
 
+Exit codes: 0 done; 2 the request is wrong (an option, a `--set`/`--config` value, the spec):
+fix what was typed; 1 the request is valid but could not be carried out (a file missing or
+corrupt, an invalid dataset, a study in use, storage unreachable). Either way the error is one
+message on stderr naming the file or key at fault, never a traceback.
+
 Light by design: `--help`, `--version`, `report`, `status`, `spaces` and `plan --no-probe` never
 import torch (the heavy modules are imported inside the subcommands that train).
 """
@@ -15,6 +20,11 @@ from pathlib import Path
 import yaml
 
 SCALES = ("tiny", "small", "full")
+EXIT_RUNTIME, EXIT_USAGE = 1, 2
+
+
+class UsageError(ValueError):
+    """The command line or a value given on it is wrong (exit 2)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -143,8 +153,13 @@ def _run_train(args) -> int:
     if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise FileExistsError(f"--out {args.out}: holds a run already; choose a new directory "
                               "(runs are never overwritten)")
-    flat = load_flat_config(args.config, args.set)
-    cfg = config_from_flat(flat, data_dir=args.data)
+    from study.data.dataset import open_dataset
+
+    open_dataset(args.data, check_values=False)  # a missing or broken dataset is a runtime error
+    try:
+        cfg = config_from_flat(load_flat_config(args.config, args.set), data_dir=args.data)
+    except ValueError as exc:  # a key or value of --config/--set
+        raise UsageError(str(exc)) from None
     from study.training.session import fit, summary_table
 
     print(f"training {cfg.preset} preset, fusion={cfg.model.fusion}, task={cfg.task}, "
@@ -238,14 +253,25 @@ def _run_plan(args) -> int:
 
 
 def _add_spaces(sub) -> None:
-    p = sub.add_parser("spaces", help="list the search spaces and their parameters with ranges")
-    p.add_argument("names", nargs="*", help="spaces to show (default: all)")
+    p = sub.add_parser("spaces", help="list the search spaces and their parameters with ranges",
+                       description="Each named space's parameters, ranges and when they apply; with a "
+                                   "spec file, what that study searches: its spaces with its `search:` "
+                                   "ranges on top, and its fixed keys.")
+    p.add_argument("names", nargs="*", help="spaces to show, or one spec YAML (default: every space)")
 
 
 def _run_spaces(args) -> int:
-    from study.runs.plan import spaces_text
+    from study.runs.spaces_info import spaces_text, spec_spaces_text
 
-    print(spaces_text(args.names))
+    if len(args.names) == 1 and args.names[0].endswith((".yaml", ".yml")):
+        from study.runs.spec import load_spec
+
+        print(spec_spaces_text(load_spec(args.names[0])))
+        return 0
+    try:
+        print(spaces_text(args.names))
+    except ValueError as exc:  # an unknown space name
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -259,11 +285,13 @@ def _add_export_best(sub) -> None:
 
 
 def _run_export_best(args) -> int:
-    from study.runs.plan import export_best
+    import shlex
+
+    from study.runs.export import export_best
 
     note = export_best(args.study_dir, args.out, args.stage)
     print(f"wrote {args.out}: {note}")
-    print(f"reproduce: avstudy train --data DATA --config {args.out} --out RUN_DIR")
+    print(f"reproduce: avstudy train --data DATA --config {shlex.quote(str(args.out))} --out RUN_DIR")
     return 0
 
 
@@ -303,13 +331,25 @@ def _dispatch(args) -> int:
     return others[args.cmd](args)
 
 
+def _errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, runtime errors) the command turns into one message."""
+    from reports.load import StudyError
+    from study.runs.spec import SpecError
+
+    return (UsageError, SpecError), (ValueError, OSError, StudyError, RuntimeError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a wrong option: argparse's message and exit 2
+    usage, runtime = _errors()
     try:
         return _dispatch(args)
-    except (ValueError, OSError) as err:  # SpecError and DatasetError are ValueErrors
+    except usage as err:
         print(f"avstudy {args.cmd}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except runtime as err:  # DatasetError, StudyInUse, PartsMissing, ... are among these
+        print(f"avstudy {args.cmd}: error: {err}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

@@ -339,5 +339,5 @@ def test_class_balanced_sampling_makes_every_class_equally_likely():
 
 
 def test_class_balanced_needs_a_categorical_task():
-    with pytest.raises(ValueError, match="class_balanced sampling needs a categorical task"):
+    with pytest.raises(ValueError, match="class_balanced: class-balanced sampling needs a categorical task"):
         config_from_flat({"preset": "tiny", "task": "dimensional", "class_balanced": True})

@@ -83,11 +83,11 @@ def test_config_presets_and_validation():
     assert model_config("tiny", task="dimensional").n_outputs == 3
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         model_config("tiny", not_a_field=1)
-    with pytest.raises(ValueError, match="fusion='nope' not in"):
+    with pytest.raises(ValueError, match=r"fusion: 'nope' not one of"):
         model_config("tiny", fusion="nope")
-    with pytest.raises(ValueError, match="foal_negatives='max' not in"):
+    with pytest.raises(ValueError, match=r"foal_negatives: 'max' not one of"):
         model_config("tiny", foal_negatives="max")
-    with pytest.raises(ValueError, match="head_dropout=1.0 not in"):
+    with pytest.raises(ValueError, match=r"head_dropout: must be in \[0, 1\), got 1.0"):
         model_config("tiny", head_dropout=1.0)
     with pytest.raises(ValueError, match="n_outputs=3"):
         model_config("tiny", task="dimensional", n_outputs=4)

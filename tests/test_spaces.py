@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import optuna
 import pytest
 import torch
 from random_batches import random_batch
 
 from model.build import build_model
-from model.config import ModelConfig, model_config
+from model.config import model_config
 from model.registry import FUSIONS
 from search_spaces import SPACES, FixingTrial, combine
-from study.runs.spec import FLAT_KEYS
+from study.training.config import flat_keys
 
-MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+MODEL_KEYS = set(model_config('tiny').to_dict())
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -47,7 +45,7 @@ def _forward(params: dict) -> None:
 def test_every_space_samples_valid_flat_keys_and_builds(name):
     torch.set_num_threads(1)
     for params in _sample(SPACES[name], 6):
-        assert set(params) <= FLAT_KEYS, set(params) - FLAT_KEYS
+        assert set(params) <= flat_keys(), set(params) - flat_keys()
         _forward(params)
 
 

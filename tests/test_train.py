@@ -25,7 +25,7 @@ def test_config_from_flat_fills_dataset_dims_and_rejects_unknown(data):
     assert (cfg.model.audio_dim, cfg.model.video_dim, cfg.model.n_outputs) == (32, 24, 6)
     assert cfg.model.d_model == 16 and cfg.protocol.train_missing_rate == 0.3
     assert config_from_flat(cfg.to_flat()) == cfg
-    with pytest.raises(ValueError, match=r"unknown config keys \['d_modle'\]"):
+    with pytest.raises(ValueError, match=r"d_modle: unknown config key .*did you mean `d_model`"):
         _cfg(data, d_modle=16)
 
 

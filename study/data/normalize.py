@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from study.data.dataset import MODALITIES, Dataset
+from study.fsio import atomic_write_json
 
 STATS_VERSION = 1
 FLOOR_REL, FLOOR_ABS = 1e-4, 1e-6
@@ -148,9 +149,7 @@ def _compute_locked(ds: Dataset, split: str, key: str, d: Path) -> FeatureStats:
         stats = compute_stats(ds, split)
         doc = {"version": STATS_VERSION, "key": key, "split": split, "dataset": str(ds.root),
                **{m: s.to_dict() for m, s in stats.items()}}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        atomic_write_json(path, doc)
     return FeatureStats(key, path, stats)
 
 

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from study.keys import UNIT, UNIT_OPEN, key, problems_of
+
 TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))       # 0.0 .. 0.9
 NAMED_CONDITIONS = ("av", "audio_only", "video_only")
 STREAMS = ("audio", "video")
@@ -78,23 +80,20 @@ EXTRA_FAMILIES = tuple(f for f in FAMILIES if f != "miss")
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    train_missing_rate: float = 0.0
-    audio_only_share: float = 0.5
-    modality_dropout: float = 0.0
-    test_rates: tuple[float, ...] = TEST_RATES
-    families: tuple[str, ...] = EXTRA_FAMILIES  # extra condition families evaluated (FAMILIES)
+    """The protocol's keys, each declared with its rule (study/keys.py)."""
+
+    train_missing_rate: float = key(0.0, bound=UNIT, doc="share of training utterances unpaired (data)")
+    audio_only_share: float = key(0.5, bound=UNIT, doc="of the unpaired, the share keeping audio (data)")
+    modality_dropout: float = key(0.0, bound=UNIT, doc="augmentation: P(a paired utterance loses a stream)")
+    test_rates: tuple[float, ...] = key(TEST_RATES, bound=UNIT_OPEN, doc="levels of the miss family")
+    families: tuple[str, ...] = key(EXTRA_FAMILIES, choices=EXTRA_FAMILIES,
+                                    doc="extra condition families evaluated (FAMILIES)")
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("train_missing_rate", "audio_only_share", "modality_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"protocol.{name} must be within [0, 1], got {value}")
-        if any(not 0.0 <= r < 1.0 for r in self.test_rates):
-            raise ValueError(f"protocol.test_rates must be within [0, 1), got {self.test_rates}")
-        unknown = [f for f in self.families if f not in EXTRA_FAMILIES]
-        if unknown:
-            raise ValueError(f"protocol.families: unknown {unknown}; choose from {list(EXTRA_FAMILIES)}")
+        errors = problems_of(self)
+        if errors:
+            raise ValueError("invalid protocol: " + "; ".join(errors))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -30,6 +30,7 @@ import ray
 import torch
 from ray import tune
 
+from study.fsio import atomic_write_json
 from study.runs.storage import StudyMirror, join_uri
 from study.training.config import config_from_flat, objective_key, objective_value, unwrap_job
 
@@ -287,10 +288,8 @@ class ProgressCallback(tune.Callback):
     def _set(self, trial, push: bool = True, **fields) -> None:
         entry = self.trials.setdefault(trial.trial_id, {"status": "pending", "score": None})
         entry.update(fields)
-        tmp = self.path + ".tmp"
-        Path(tmp).write_text(json.dumps({**self.label, "score_key": self.score_key,
-                                         "mode": self.mode, "trials": self.trials}))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, {**self.label, "score_key": self.score_key,
+                                      "mode": self.mode, "trials": self.trials})
         if self.mirror is not None and push:
             self.mirror.push()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from study.fsio import atomic_write_json, atomic_write_parquet
 from study.provenance import git_sha, versions
 from study.runs.selection import selection_note
 from study.runs.spec import StudySpec, data_location
@@ -181,9 +181,7 @@ def write_part(study_dir: Path, name: str, rows: list[dict], curves: list[pd.Dat
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_parquet(path, df)
 
 
 def read_parts(study_dir: Path, kind: str) -> pd.DataFrame:
@@ -257,7 +255,5 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "selection": selection_note(spec),  # dev only: top-k rule, checkpoint, seeds, data conditions
         **_dataset_labels(spec),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, indent=1)
     return doc

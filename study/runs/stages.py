@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from study.fsio import atomic_write_text
 from study.runs import results as R
 from study.runs.selection import checkpoint_selection, order_top, search_seed, search_seeds
 from study.runs.spec import SpecError, StudySpec, data_location, max_concurrent, study_paths, study_remote
-from study.runs.storage import StudyLock, StudyMirror, atomic_write_text, join_uri, optuna_storage
+from study.runs.storage import StudyLock, StudyMirror, join_uri, optuna_storage
 from study.training.config import objective_value, unwrap_job
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state fresh for --resume
@@ -208,7 +209,8 @@ class Sweep:
             records = self._fit(name, ctx, {"num_samples": 1, "scheduler": _scheduler(spec)},
                                 {"job": tune.grid_search(jobs)}, label)
         else:
-            space = combine(spec.spaces, fixed, data_conditions=spec.search_data_conditions)
+            space = combine(spec.spaces, fixed, data_conditions=spec.search_data_conditions,
+                            search=spec.search)
             search = _search_alg(spec, space, self.dir, index, slug)
             records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
                                             "search_alg": search,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 COLUMNS = ("stage", "cell", "done", "early_stopped", "running", "pending", "failed", "best",
@@ -78,7 +79,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.study_dir).is_dir():
-        print(f"no such study directory: {args.study_dir}")
+        print(f"avstudy status: error: no such study directory: {args.study_dir}", file=sys.stderr)
         return 1
     print(progress_table(args.study_dir))
     return 0

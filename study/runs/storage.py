@@ -26,6 +26,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from study.fsio import atomic_write_bytes
+
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for a reader's lock before giving up
 
 
@@ -83,14 +85,6 @@ def _read_note(fd: int) -> str:
     if not note:
         return "holder unknown"
     return f"pid {note.get('pid')} on {note.get('host')} since {note.get('since')}"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def sqlite_wal(db: str | Path) -> str:
@@ -209,11 +203,7 @@ class StudyMirror:
         rels = self.remote_files()
         for rel in rels:
             data = self.read(rel)
-            dst = self.dir / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
+            dst = atomic_write_bytes(self.dir / rel, data)
             self._pushed[rel] = _stamp(dst)
         return len(rels)
 

@@ -15,10 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.config import ModelConfig, model_config
-from model.registry import FUSIONS, strategy
+from model.config import ModelConfig, model_config, model_keys
+from model.registry import strategy
 from study.data.protocol import ProtocolConfig
-from study.training import rules
+from study.keys import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    UNIT_OPEN,
+    KeySpec,
+    flat_problems,
+    key,
+    problems_of,
+    table_of,
+)
 
 SCHEDULES = ("auto", "fused", "detached", "three_pass")  # auto: the fusion strategy's own (model/registry.py)
 OPTIMIZERS = ("adamw", "adam")
@@ -33,49 +44,41 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The training keys, each declared with its rule (study/keys.py)."""
+
     model: ModelConfig
     protocol: ProtocolConfig = ProtocolConfig()
     preset: str = "paper"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    max_epochs: int = 30
-    patience: int = 5
-    schedule: str = "auto"           # fused | detached | three_pass, auto = the strategy's (see train_schedule)
-    optimizer: str = "adamw"         # adamw: decoupled decay on matrices; adam: L2 on every parameter
-    beta1: float = 0.9
-    beta2: float = 0.999
-    label_kind: str = "hard"         # categorical targets: one-hot or consensus proportions
-    select_condition: str = "av"     # dev condition used for model selection
-    select_metric: str = ""          # its metric ("" = the task's primary metric), e.g. "loss"
-    select_mode: str = "max"         # "min" for a loss
-    normalize: bool = True           # z-score features with training-split statistics
-    frame_dropout: float = 0.0       # augmentation: share of frames masked per epoch (both streams)
-    noise_aug: float = 0.0           # augmentation: share of utterance streams given noise per epoch
-    noise_aug_snr_db: float = 10.0   # ... at this SNR (dB against the training feature variance)
-    class_balanced: bool = False     # draw each epoch's samples with replacement, every class equally likely
-    grad_clip: float = 1.0
-    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: on both
+    lr: float = key(1e-4, bound=POSITIVE)
+    weight_decay: float = key(1e-4, bound=NON_NEGATIVE)
+    batch_size: int = key(32, bound=AT_LEAST_1)
+    max_epochs: int = key(30, bound=AT_LEAST_1)
+    patience: int = key(5, bound=AT_LEAST_1)
+    schedule: str = key("auto", choices=SCHEDULES,
+                        doc="fused | detached | three_pass, auto = the strategy's (see train_schedule)")
+    optimizer: str = key("adamw", choices=OPTIMIZERS,
+                         doc="adamw: decoupled decay on matrices; adam: L2 on every parameter")
+    beta1: float = key(0.9, bound=UNIT_OPEN)
+    beta2: float = key(0.999, bound=UNIT_OPEN)
+    label_kind: str = key("hard", choices=LABEL_KINDS, doc="categorical targets: one-hot or consensus")
+    select_condition: str = key("av", choices=SELECT_CONDITIONS, doc="dev condition of model selection")
+    select_metric: str = key("", choices=SELECT_METRICS, doc='its metric ("" = the task\'s primary metric)')
+    select_mode: str = key("max", choices=SELECT_MODES, doc='"min" for a loss')
+    normalize: bool = key(True, doc="z-score features with training-split statistics")
+    frame_dropout: float = key(0.0, bound=UNIT_OPEN, doc="augmentation: share of frames masked per epoch")
+    noise_aug: float = key(0.0, bound=UNIT, doc="augmentation: share of utterance streams given noise")
+    noise_aug_snr_db: float = key(10.0, doc="... at this SNR (dB against the training feature variance)")
+    class_balanced: bool = key(False, doc="draw each epoch's samples with replacement, classes equally likely")
+    grad_clip: float = key(1.0, bound=NON_NEGATIVE, doc="0: no clipping")
+    precision: str = key("auto", choices=PRECISIONS, doc="auto: bf16 autocast on CUDA, fp32 on CPU")
     seed: int = 0
 
     def __post_init__(self):
-        checks = [("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("label_kind", LABEL_KINDS),
-                  ("select_condition", SELECT_CONDITIONS), ("select_metric", SELECT_METRICS),
-                  ("select_mode", SELECT_MODES),
-                  ("precision", PRECISIONS)]
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} not in {allowed}")
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("lr > 0, batch_size >= 1, max_epochs >= 1 and patience >= 1 needed")
-        if not 0.0 <= self.frame_dropout < 1.0 or not 0.0 <= self.noise_aug <= 1.0:
-            raise ValueError(f"frame_dropout must be within [0, 1) and noise_aug within [0, 1], got "
-                             f"{self.frame_dropout} and {self.noise_aug}")
-
+        errors = problems_of(self)
         if self.class_balanced and self.model.task != "categorical":
-            raise ValueError("class_balanced sampling needs a categorical task")
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            raise ValueError(f"beta1={self.beta1} and beta2={self.beta2} must be within [0, 1)")
+            errors.append("class_balanced: class-balanced sampling needs a categorical task")
+        if errors:
+            raise ValueError("invalid TrainConfig: " + "; ".join(errors))
 
     @property
     def task(self) -> str:
@@ -123,9 +126,20 @@ def primary_metric(task: str) -> str:
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"model", "protocol"}
 PROTOCOL_KEYS = frozenset(f.name for f in dataclasses.fields(ProtocolConfig)) - {"seed"}
-MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
-FLAT_KEYS = (TRAIN_KEYS | PROTOCOL_KEYS | MODEL_KEYS | {"seed"}) - {"preset"}
-"""Every key a flat trial config may set (the spec's `fixed:` and the search spaces)."""
+
+
+def key_table() -> dict[str, KeySpec]:
+    """{flat key: KeySpec} of every key a flat trial config may set (the spec's `fixed:` and
+    `search:`, the search spaces, `train --set`): the model's (strategies' included), the
+    protocol's and the training loop's, each with its declared rule. Read at call time: a
+    strategy registered at run time brings its keys."""
+    table = {**model_keys(), **table_of(ProtocolConfig), **table_of(TrainConfig)}
+    table.pop("preset", None)
+    return table
+
+
+def flat_keys() -> frozenset[str]:
+    return frozenset(key_table())
 
 
 def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path | None = None,
@@ -138,11 +152,8 @@ def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path
     flat = dict(flat)
     preset = flat.pop("preset", None) or preset or "paper"
     flat = {**TRAINING_PRESETS.get(preset, {}), **flat}  # explicit keys win over the recipe
-    unknown = sorted(set(flat) - FLAT_KEYS)
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
     check_flat(flat)
-    model_kw = {k: v for k, v in flat.items() if k in MODEL_KEYS}
+    model_kw = {k: v for k, v in flat.items() if k not in TRAIN_KEYS | PROTOCOL_KEYS | {"seed"}}
     if task:
         model_kw["task"] = task
     if data_dir is not None:
@@ -218,17 +229,28 @@ def _finite(row: Mapping[str, Any] | None, metric: str) -> float:
 # ----------------------------------------------------------------------------- value rules
 
 
-def choices() -> dict[str, tuple]:
-    """Allowed values of the keys that take one of a few (read when checked: the fusion table
-    may grow at run time, e.g. in a test)."""
-    from model.config import TASKS
+def flat_config_problems(flat: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every bad key of a flat config: unknown keys (with did-you-mean) and values that break
+    their declared rule (type, range, choices), one message each, naming the key."""
+    return flat_problems(flat, key_table(), prefix,
+                         unknown="config key (not a model, strategy, protocol or training key)")
 
-    return {"task": TASKS, "fusion": tuple(FUSIONS), "schedule": SCHEDULES, "optimizer": OPTIMIZERS,
-            "label_kind": LABEL_KINDS, "select_condition": SELECT_CONDITIONS, "select_metric": SELECT_METRICS,
-            "select_mode": SELECT_MODES, "precision": PRECISIONS}
+
+def model_config_problems(flat: Mapping[str, Any], preset: str, task: str) -> list[str]:
+    """Problems of the rules that tie keys together (ModelConfig's and its strategy's), for a
+    flat config whose keys are each valid."""
+    try:
+        config_from_flat(dict(flat), preset=preset, task=task)
+    except ValueError as exc:
+        text = str(exc)
+        for prefix in ("invalid ModelConfig: ", "invalid TrainConfig: ", "invalid protocol: "):
+            text = text.replace(prefix, "")
+        return text.split("; ")
+    return []
 
 
 def check_flat(flat: Mapping[str, Any], prefix: str = "") -> None:
-    """Type, range and choice of every config key in `flat` (ValueError naming the first bad key);
-    the rules are study/training/rules.py's table."""
-    rules.check_flat(flat, rules.field_types((ModelConfig, ProtocolConfig, TrainConfig)), choices(), prefix)
+    """ValueError listing every bad key of `flat` (see flat_config_problems)."""
+    problems = flat_config_problems(flat, prefix)
+    if problems:
+        raise ValueError("; ".join(problems))

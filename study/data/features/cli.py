@@ -134,7 +134,7 @@ def run(args) -> int:
         out = extract(config_from_args(args))
     except (ImportError, ModelUnavailable) as err:   # a media extra not installed; a model offline
         print(f"avstudy features: error: {err}", file=sys.stderr)
-        return 2
+        return 1  # runtime: the request is valid, this machine lacks what it needs
     report = pd.read_csv(out / "extraction_report.csv")
     print(f"wrote {out}: {describe_dataset(open_dataset(out))}")
     if len(report):

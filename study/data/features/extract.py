@@ -23,6 +23,7 @@ from study.data.corpora import check_options, corpus_targets, scan_corpus
 from study.data.features import choices
 from study.data.features.audio import MediaError, load_audio
 from study.data.features.video import FaceConfig, FaceCropper, read_frames
+from study.fsio import atomic_write, atomic_write_text
 from study.provenance import versions
 
 REPORT_COLUMNS = ["utt_id", "modality", "problem", "path"]
@@ -187,7 +188,7 @@ def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
                              "video": getattr(video_x, "name", None)},
               "rates": {"audio": getattr(audio_x, "rate_hz", None)}}
     _atomic_npz(shard.with_suffix(".npz"), arrays)
-    _atomic_text(shard.with_suffix(".json"), json.dumps(record))
+    atomic_write_text(shard.with_suffix(".json"), json.dumps(record))
     return record
 
 
@@ -226,15 +227,7 @@ def _num(value) -> float | None:
 
 
 def _atomic_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 # ----------------------------------------------------------------------------- planning
