@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     total = time.perf_counter() - t
     size = path.stat().st_size
     print(f"render: {total:.1f} s  html: {size / 1e6:.2f} MB  ({path})")
-    ok = lambda good: "OK" if good else "MISSED"  # noqa: E731
+    ok = lambda good: "OK" if good else "MISSED"
     print(f"targets: render < 30 s: {ok(total < 30)}; html < 15 MB: {ok(size < 15e6)}")
     print("per section (s, KB of HTML):")
     for name, sec, n in section_times(study):

@@ -53,12 +53,12 @@ def run_one(name: str, quick: bool) -> tuple[list[dict], float]:
 
 def fmt(rows: list[dict]) -> str:
     cols = ("benchmark", "measure", "alternatives", "ratio", "target", "met")
-    cell = lambda r, c: (f"{r[c]:.3g}" if isinstance(r.get(c), float) else  # noqa: E731
+    cell = lambda r, c: (f"{r[c]:.3g}" if isinstance(r.get(c), float) else
                          {True: "met", False: "MISSED", None: "-"}.get(r.get(c), str(r.get(c))) if c == "met"
                          else str(r.get(c, "")))
     table = [[cell(r, c) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))
     return "\n".join([line(cols), "-+-".join("-" * w for w in widths)] + [line(t) for t in table])
 
 

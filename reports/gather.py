@@ -123,11 +123,6 @@ def _top_k_of_cells(results: pd.DataFrame, ctx: Context, trial_ids, k: int) -> l
     return ids
 
 
-def cell_pick(results: pd.DataFrame, ctx: Context) -> Pick | None:
-    """The best configuration of every (fusion, data condition) cell."""
-    return pick(results, ctx, by=("fusion", *data_dimensions(results)))
-
-
 def representative_rows(results: pd.DataFrame, ctx: Context, stage: str, split: str) -> pd.DataFrame:
     """All rows (every condition, every seed) of the best configuration of each (fusion, r) cell,
     chosen and shown on one stage and split (dev)."""

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from reports.fsio import Location, exists, read_json, read_parquet, read_text
+from study.vocab import NAMED_CONDITIONS
 
-FIXED_CONDITIONS = ("av", "audio_only", "video_only")
+FIXED_CONDITIONS = NAMED_CONDITIONS  # study/vocab.py
 LOWER_IS_BETTER = {"loss", "dev_loss"}
 
 

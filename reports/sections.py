@@ -18,10 +18,11 @@ from reports import figures, gather, sanity, tables
 from reports.html import FigureCounter, Section, esc, figure, fmt, kv_table, table
 from reports.importance import importance_data
 from reports.load import Context, StudyFiles
+from study.vocab import NAMED_CONDITIONS
 
 LEADERBOARD_TOP = 200
 PARALLEL_TOP = 300
-NAMED = ("av", "audio_only", "video_only")
+NAMED = NAMED_CONDITIONS
 
 
 @dataclass

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
 
 from reports.load import FIXED_CONDITIONS, Context
+from study import vocab
+from study.vocab import DATA_CONDITIONS, STAGES, is_area  # noqa: F401 (the report's vocabulary)
 
-STAGES = ("search", "rerun", "final")
 TRIAL_COLS = ("trial_id", "stage", "parent_trial_id", "cell", "fusion", "train_missing_rate", "audio_only_share",
               "seed", "status", "error", "epochs", "best_epoch", "wall_time_s", "cpus", "gpus", "workers",
               "started_at", "finished_at", "degenerate", "unpaired_share", "normalize")
-# condition families (docs/CONTRACTS.md) in display order, and the x axis of each family's curve
-FAMILIES = ("miss", "drop_audio", "drop_video", "gap_audio", "gap_video", "noise_audio", "noise_video", "async")
-FAMILY_AXIS = {"miss": "share of test utterances that lose one stream", "drop": "share of frames masked",
-               "gap": "share of the utterance in one masked gap", "noise": "SNR (dB; lower = noisier)",
-               "async": "audio shift against video (ms)"}
-# data conditions describe the data a study is about (cell dimensions); augmentations are training
-# choices (searched parameters); the report never folds one into the other
-DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
-AUGMENTATIONS = ("modality_dropout", "frame_dropout", "noise_aug_snr_db")
+# condition families (study/vocab.py) in display order; data conditions describe the data a study
+# is about (cell dimensions); augmentations are training choices (searched parameters); the
+# report never folds one into the other
+FAMILIES = tuple(vocab.FAMILIES)
+AUGMENTATIONS = vocab.AUGMENTATIONS
 AUGMENTATION_PREFIXES = ("modality_drop", "frame_drop", "noise_aug", "aug_")
-_LEVEL = re.compile(r"([a-z_]+?)_(-?[0-9]+(?:\.[0-9]*)?)(db|ms)?")
 
 
 # ---------------------------------------------------------------- conditions and families
@@ -36,24 +31,17 @@ def parse_condition(condition) -> tuple[str | None, float | None]:
     named conditions and unknown names -> (None, None)."""
     if not isinstance(condition, str) or condition in FIXED_CONDITIONS:
         return None, None
-    if condition == "robustness":
-        return "miss", None
-    if condition.startswith("robustness_"):
-        return condition[len("robustness_"):], None
-    m = _LEVEL.fullmatch(condition)
-    return (m.group(1), float(m.group(2))) if m else (None, None)
-
-
-def is_area(condition) -> bool:
-    return isinstance(condition, str) and (condition == "robustness" or condition.startswith("robustness_"))
-
-
-def area_name(family: str) -> str:
-    return "robustness" if family == "miss" else f"robustness_{family}"
+    if is_area(condition):
+        return ("miss" if condition == vocab.ROBUSTNESS else condition[len(vocab.ROBUSTNESS) + 1:]), None
+    try:
+        parsed = vocab.parse_condition(condition)
+    except ValueError:
+        return None, None
+    return parsed.family, parsed.level
 
 
 def family_axis(family: str) -> str:
-    return FAMILY_AXIS.get(family, FAMILY_AXIS.get(family.split("_")[0], "level"))
+    return vocab.FAMILIES[family].axis if family in vocab.FAMILIES else "level"
 
 
 def _family_rank(family: str) -> int:

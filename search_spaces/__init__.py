@@ -19,6 +19,7 @@ from search_spaces.spaces import (
     optimisation,
     optimisation_tiny,
 )
+from study.vocab import DATA_CONDITIONS
 
 SpaceFn = Callable[[Any], dict]
 
@@ -33,9 +34,8 @@ SPACES: dict[str, SpaceFn] = {
     "augmentation": augmentation,
 }
 
-DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
-"""Protocol keys that describe the data a study is about: cell dimensions or fixed per study;
-a space may search them inside a cell only when the spec sets `search_data_conditions: true`."""
+# DATA_CONDITIONS (study/vocab.py): a space may search one inside a cell only when the spec sets
+# `search_data_conditions: true`.
 
 __all__ = ["DATA_CONDITIONS", "SPACES", "CombinedSpace", "DataConditionError", "FixingTrial", "combine",
            "get_space", "space_keys", "suggest_range"]

@@ -8,12 +8,7 @@ train_missing_rate, the spec's fixed params) are never suggested (see `FixingTri
 
 from __future__ import annotations
 
-import dataclasses
-
 from model.registry import FUSIONS
-from study.data.protocol import ProtocolConfig
-
-_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(ProtocolConfig)}
 
 
 def architecture(trial) -> dict:
@@ -78,13 +73,10 @@ def fusion(trial) -> dict:
 
 
 def missing(trial) -> dict:
-    """Missing-data augmentation, a training choice: modality dropout (and frame dropout where
-    the protocol has it). The data conditions (`train_missing_rate`, `audio_only_share`) are
+    """Missing-data augmentation, a training choice: modality dropout (frame dropout is in the
+    `augmentation` space). The data conditions (`train_missing_rate`, `audio_only_share`) are
     cell dimensions or fixed per study, never searched here (see `data_conditions`)."""
-    p = {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3)}
-    if "frame_dropout" in _PROTOCOL_FIELDS:
-        p["frame_dropout"] = trial.suggest_float("frame_dropout", 0.0, 0.3)
-    return p
+    return {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3)}
 
 
 def data_conditions(trial) -> dict:

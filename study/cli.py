@@ -133,7 +133,7 @@ def load_flat_config(path: Path | None, sets: list[str]) -> dict:
     flat = {}
     if path is not None:
         try:
-            loaded = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}  # noqa: S506
+            loaded = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML: {str(exc)[:300]}") from None
         if not isinstance(loaded, dict):

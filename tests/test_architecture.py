@@ -1,6 +1,7 @@
 """The package layout's rules, checked on the source: no import circle, layers only import
-downwards, `model/` never imports Ray, `reports/` never imports torch, `model` or `study`, and
-the modules that validate or describe a study load without torch."""
+downwards, `model/` never imports Ray, `reports/` never imports torch or `model`, `model/` and
+`reports/` import of `study` only its leaves (vocabulary, key rules, atomic writes), which import
+nothing of the project, and the modules that validate or describe a study load without torch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("model", "study", "search_spaces", "reports")
 # study's layers, lowest first: a layer imports only from layers at or below it
-LAYERS = ("study.provenance", "study.data", "study.training", "study.runs", "study.cli")
+LEAVES = ("study.vocab", "study.keys", "study.fsio")  # shared by study, model and reports
+LAYERS = (LEAVES, "study.provenance", "study.data", "study.training", "study.runs", "study.cli")
 
 
 def module_name(path: Path) -> str:
@@ -82,9 +84,10 @@ def test_cycle_finder_finds_a_planted_circle():
 
 
 def _layer(module: str) -> int | None:
-    for i, prefix in enumerate(LAYERS):
-        if module == prefix or module.startswith(prefix + "."):
-            return i
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in (prefixes if isinstance(prefixes, tuple) else (prefixes,)):
+            if module == prefix or module.startswith(prefix + "."):
+                return i
     return None
 
 
@@ -108,13 +111,27 @@ def test_model_never_imports_ray():
     assert not offenders, offenders
 
 
-def test_reports_never_import_torch_model_or_study():
-    banned = {"torch", "model", "study"}
+def test_reports_never_import_torch_or_model():
+    banned = {"torch", "model"}
     offenders = {m: deps & banned for m, deps in _third_party("reports").items() if deps & banned}
     assert not offenders, offenders
 
 
-TORCH_FREE = ("model.config", "model.registry", "study.training.config", "study.runs.spec",
+@pytest.mark.parametrize("package", ["model", "reports"])
+def test_model_and_reports_import_only_studys_leaves(package):
+    graph = project_graph()
+    offenders = {m: {d for d in deps if d.startswith("study") and d not in (*LEAVES, "study")}
+                 for m, deps in graph.items() if m.split(".")[0] == package}
+    assert not {m: d for m, d in offenders.items() if d}, offenders
+
+
+def test_leaves_import_nothing_of_the_project():
+    graph = project_graph()
+    assert {leaf: graph[leaf] - {"study"} for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}
+
+
+TORCH_FREE = ("model.config", "model.registry", "study.training.config", "study.runs.spec", "study.vocab",
+              "study.keys", "study.fsio", "study.runs.spaces_info", "study.runs.export",
               "study.runs.status", "study.runs.results", "search_spaces", "reports.build")
 
 

@@ -291,7 +291,7 @@ def test_training_augmentation_redrawn_each_epoch_and_recorded(data, monkeypatch
     flat = json.loads(json.dumps(cfg.to_flat()))
     assert (flat["frame_dropout"], flat["noise_aug"], flat["noise_aug_snr_db"]) == (0.3, 0.5, 0.0)
     assert config_from_flat(flat) == cfg
-    with pytest.raises(ValueError, match="frame_dropout must be within"):
+    with pytest.raises(ValueError, match=r"frame_dropout: must be in \[0, 1\)"):
         config_from_flat({"preset": "tiny", "frame_dropout": 1.0})
 
 

@@ -49,7 +49,7 @@ def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         cfg = config_from_flat(FLAT, data_dir=data)
-        ddp = lambda m: torch.nn.parallel.DistributedDataParallel(m, find_unused_parameters=True)  # noqa: E731
+        ddp = lambda m: torch.nn.parallel.DistributedDataParallel(m, find_unused_parameters=True)
         s = Session(cfg, data, wrap_model=ddp)
         assert (s.rank, s.world_size) == (rank, world)
         grads = _first_step_grads(s)

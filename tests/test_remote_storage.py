@@ -24,7 +24,7 @@ from study.runs.spec import SpecError, spec_from_dict, study_paths, study_remote
 from study.runs.storage import MIRRORED, StudyMirror, join_uri
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import FakeStudy, write_study  # noqa: E402
+from fake_results import FakeStudy, write_study
 
 pafs = pytest.importorskip("pyarrow.fs")
 pytest.importorskip("moto")

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import FakeStudy, make_tables, write_study  # noqa: E402
+from fake_results import FakeStudy, make_tables, write_study
 
-from reports import cli, gather, html, stats, tables  # noqa: E402
-from reports.build import render_report, write_index, write_report  # noqa: E402
-from reports.fsio import find_studies, locate  # noqa: E402
-from reports.importance import build_study, importance_data, infer_distribution  # noqa: E402
-from reports.load import Context, load_study, make_context  # noqa: E402
+from reports import cli, gather, html, stats, tables
+from reports.build import render_report, write_index, write_report
+from reports.fsio import find_studies, locate
+from reports.importance import build_study, importance_data, infer_distribution
+from reports.load import Context, load_study, make_context
 
 CTX = Context(name="t", status="finished", task="categorical", metric="macro_f1", condition="av",
               maximize=True, classes=("a", "b"))
@@ -574,7 +574,7 @@ def test_wave2_report_has_a_panel_and_an_area_per_family(tmp_path):
     fig = _figure(_section(text, "curves"))
     titles = [a["text"] for a in fig["layout"]["annotations"]]
     assert titles == ["miss", "drop_audio", "noise_video", "async"]
-    assert fig["layout"]["xaxis3"]["title"]["text"] == "SNR (dB; lower = noisier)"
+    assert fig["layout"]["xaxis3"]["title"]["text"] == "video SNR (dB; lower = noisier)"
     assert fig["layout"]["xaxis3"]["autorange"] == "reversed"  # noisier (lower SNR) to the right
     heat_x = _figure(_section(text, "heatmap"))["data"][0]["x"]
     assert [c for c in heat_x if c.startswith("robustness")] == [
@@ -665,7 +665,7 @@ def test_sections_are_one_list_and_the_readme_is_generated_from_it(tmp_path):
 def test_cli_errors_on_missing_or_broken_study(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="avstudy")
     cli.add_subparser(parser.add_subparsers(dest="command"))
-    run = lambda *a: cli.run(parser.parse_args(["report", *map(str, a)]))  # noqa: E731
+    run = lambda *a: cli.run(parser.parse_args(["report", *map(str, a)]))
     assert run(tmp_path / "nothing") == 1
     assert f"{tmp_path / 'nothing'}: no such study directory" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import ALL_FAMILIES, FakeStudy, write_study  # noqa: E402
+from fake_results import ALL_FAMILIES, FakeStudy, write_study
 
-from reports.build import write_index, write_report  # noqa: E402
+from reports.build import write_index, write_report
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOSTILE = "<script>alert(1)</script>"

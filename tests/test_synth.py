@@ -173,7 +173,7 @@ def test_known_answer_interaction_needs_both_streams_non_linearly(known):
         xte, yte = _subset(known, pair, "test", modalities)
         return f1_score(yte, model.fit(xtr, ytr).predict(xte), average="macro")
 
-    lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))      # noqa: E731
+    lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     mlp = make_pipeline(StandardScaler(), MLPClassifier((64,), alpha=1e-2, max_iter=1500, random_state=0))
     assert score(lr(), ["audio"]) < 0.62 and score(lr(), ["video"]) < 0.62   # each stream alone
     assert score(lr(), ["audio", "video"]) < 0.62                          # any additive model

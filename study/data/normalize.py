@@ -53,7 +53,7 @@ class ModalityStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModalityStats:
-        arr = lambda k: np.asarray(d[k], np.float64)  # noqa: E731
+        arr = lambda k: np.asarray(d[k], np.float64)
         return cls(arr("mean"), arr("std"), arr("scale"), int(d["frames"]), int(d["utterances"]))
 
 

@@ -37,47 +37,20 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from study.keys import UNIT, UNIT_OPEN, key, problems_of
-
-TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))       # 0.0 .. 0.9
-NAMED_CONDITIONS = ("av", "audio_only", "video_only")
-STREAMS = ("audio", "video")
-
-
-# ----------------------------------------------------------------------------- families
-
-
-@dataclass(frozen=True)
-class Family:
-    """One condition family: what a level does, on which stream, and its default levels."""
-    kind: str                      # "miss" | "drop" | "gap" | "noise" | "shift"
-    stream: str | None             # the perturbed stream (None: either, per utterance)
-    levels: tuple[float, ...]      # default levels (x axis of the family's curve)
-    axis: str                      # what the level means, for curves
-    suffix: str = ""               # unit in the condition name: noise_audio_10db, async_200ms
+from study.vocab import (  # noqa: F401 (re-exported: the protocol's conditions)
+    EXTRA_FAMILIES,
+    FAMILIES,
+    NAMED_CONDITIONS,
+    STREAMS,
+    TEST_RATES,
+    Condition,
+    Family,
+    condition_name,
+    parse_condition,
+)
 
 
-FAMILIES: dict[str, Family] = {
-    # Default levels keep the demo's wall time within 1.3x of the whole-modality protocol alone:
-    # each level but the free ones (drop/gap 0.0 and async 0 ms are `av`) costs a forward pass.
-    # whole stream dropped from a share of utterances (composed from the three passes)
-    "miss": Family("miss", None, TEST_RATES, "test missing rate"),
-    # random frames masked at a rate
-    "drop_audio": Family("drop", "audio", (0.0, 0.5, 0.9), "share of audio frames dropped"),
-    "drop_video": Family("drop", "video", (0.0, 0.5, 0.9), "share of video frames dropped"),
-    # one contiguous masked gap covering a share of the utterance (a burst of silence, a face
-    # leaving the frame)
-    "gap_audio": Family("gap", "audio", (0.0, 0.3, 0.6), "share of audio in one gap"),
-    "gap_video": Family("gap", "video", (0.0, 0.3, 0.6), "share of video in one gap"),
-    # additive Gaussian noise in feature space, SNR in dB against training-set feature variance
-    "noise_audio": Family("noise", "audio", (10.0, 0.0), "audio SNR (dB)", "db"),
-    "noise_video": Family("noise", "video", (10.0, 0.0), "video SNR (dB)", "db"),
-    # audio delayed against video
-    "async": Family("shift", "audio", (0.0, 200.0, 400.0), "audio delay (ms)", "ms"),
-}
-EXTRA_FAMILIES = tuple(f for f in FAMILIES if f != "miss")
-"""Families with a forward pass per level; all of them run by default."""
-
-
+# the vocabulary (condition names, families and what each level does) is study/vocab.py
 @dataclass(frozen=True)
 class ProtocolConfig:
     """The protocol's keys, each declared with its rule (study/keys.py)."""
@@ -102,30 +75,6 @@ class ProtocolConfig:
         return d
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One evaluation condition: its name, family and level (None for the named three)."""
-    name: str
-    family: str | None = None
-    level: float | None = None
-
-    @property
-    def test_missing_rate(self) -> float | None:
-        return self.level if self.family == "miss" else None
-
-    @property
-    def cheap(self) -> bool:
-        """Composed from the av / audio-only / video-only passes (no forward pass of its own)."""
-        return self.family in (None, "miss")
-
-
-def condition_name(family: str, level: float) -> str:
-    fam = FAMILIES[family]
-    if fam.suffix:
-        return f"{family}_{level:g}{fam.suffix}"
-    return f"{family}_{level:.1f}" if abs(level * 10 - round(level * 10)) < 1e-9 else f"{family}_{level:g}"
-
-
 def family_conditions(family: str, levels=None) -> list[Condition]:
     levels = FAMILIES[family].levels if levels is None else levels
     return [Condition(condition_name(family, float(x)), family, float(x)) for x in levels]
@@ -138,20 +87,6 @@ def eval_conditions(cfg: ProtocolConfig, extended: bool = False) -> list[Conditi
     if extended:
         out += [c for f in cfg.families for c in family_conditions(f)]
     return out
-
-
-def parse_condition(name: str) -> Condition:
-    """The Condition a name stands for (`av`, `miss_0.3`, `noise_audio_10db`, `async_200ms`)."""
-    if name in NAMED_CONDITIONS:
-        return Condition(name)
-    for family in sorted(FAMILIES, key=len, reverse=True):
-        suffix = FAMILIES[family].suffix
-        if name.startswith(family + "_") and name.endswith(suffix):
-            try:
-                return Condition(name, family, float(name[len(family) + 1:len(name) - len(suffix)]))
-            except ValueError:
-                break
-    raise ValueError(f"unknown evaluation condition {name!r}")
 
 
 # ----------------------------------------------------------------------------- seeded draws

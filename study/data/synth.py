@@ -144,7 +144,7 @@ class FeatureScale:
 def _make_world(sc: SynthScale, seed: int) -> _World:
     rng = np.random.default_rng([seed, 0])
     c, s = len(CLASSES), sc.n_speakers
-    unit = lambda n: _normalise(rng.normal(size=(n, LATENT)))       # noqa: E731
+    unit = lambda n: _normalise(rng.normal(size=(n, LATENT)))
     return _World(
         proto_a=unit(c) * 1.5, proto_v=unit(c) * 1.5,
         speaker_a=rng.normal(size=(s, LATENT)) * 0.4,

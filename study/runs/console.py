@@ -119,7 +119,7 @@ class LiveView:
                   "-" if s["best"] is None else f"{s['best']:.4f}",
                   fmt_s(s["elapsed"]), "done" if s["complete"] else fmt_s(s["eta"])] for s in snap]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(self.HEAD)]
-        line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+        line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
         key = self.spec.objectives[0].key
         return ([f"study {self.spec.name}  ({self.summary(snap)})", line(self.HEAD)]
                 + [line(c) for c in cells] + [f"best = best-epoch dev {key} so far"])

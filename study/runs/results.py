@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from study import vocab
 from study.fsio import atomic_write_json, atomic_write_parquet
 from study.provenance import git_sha, versions
 from study.runs.selection import selection_note
@@ -24,7 +25,7 @@ from study.runs.spec import StudySpec, data_location
 from study.training.config import unwrap_job
 from study.training.sanity import degenerate
 
-STAGES = ("search", "rerun", "final")
+STAGES = vocab.STAGES
 ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
             "train_missing_rate", "seed", "status", "error", "split", "condition",
             "test_missing_rate")
@@ -84,7 +85,7 @@ def _timestamps(last: dict) -> tuple[str | None, str | None]:
         return None, None
     end = float(last["timestamp"])
     start = end - float(last.get("time_total_s", 0.0))
-    iso = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()  # noqa: E731
+    iso = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()
     return iso(start), iso(end)
 
 
@@ -220,7 +221,7 @@ def _never_fewer_rows(study_dir: Path, merged: dict[str, pd.DataFrame]) -> None:
             continue
         try:
             old = pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # noqa: BLE001 (an unreadable old file is replaced)
+        except Exception:
             continue
         if len(frame) < old:
             raise PartsMissing(

@@ -216,7 +216,7 @@ class Sweep:
                                             "search_alg": search,
                                             "scheduler": _scheduler(spec)}, label=label)
             close_orphans(self.dir, f"{spec.name}/search/{slug}", spec.optuna_storage)
-        searched = lambda rec: sorted(set(unwrap_job(rec.config)[0]) - set(fixed))  # noqa: E731
+        searched = lambda rec: sorted(set(unwrap_job(rec.config)[0]) - set(fixed))
         rows, curves = [], []
         for rec in records:
             tid = f"{name}-{rec.tune_id}"

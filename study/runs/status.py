@@ -56,7 +56,7 @@ def progress_table(study_dir: str | Path) -> str:
         return head + "no trials yet"
     cells = [[_fmt(r[c]) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))
     keys = sorted({r["score_key"] for r in rows if r["score_key"]})
     foot = f"\nbest = best-epoch {', '.join(keys)} on dev" if keys else ""
     return head + "\n".join([line(COLUMNS)] + [line(c) for c in cells]) + foot

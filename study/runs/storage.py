@@ -26,6 +26,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from study import vocab
 from study.fsio import atomic_write_bytes
 
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for a reader's lock before giving up
@@ -128,8 +129,7 @@ def join_uri(uri: str, *parts: str) -> str:
 
 # what a study needs to be reported and resumed from the bucket alone (globs under STUDY_DIR);
 # not Ray's files (under ray/, already in the bucket), the lock or the local log
-MIRRORED = ("spec.yaml", "study.json", "results.parquet", "curves.parquet", "optuna.db",
-            "report.html", "parts/*.parquet", "stages/*.done", "progress/*.json")
+MIRRORED = vocab.MIRRORED
 
 
 class StudyMirror:

@@ -19,7 +19,7 @@ def tracking_callbacks(spec: StudySpec, experiment: str) -> list:
     mlflow = spec.tracking.get("mlflow")
     if mlflow is not None:
         try:
-            import mlflow as _  # noqa: F401  (the callback imports it lazily; fail here instead)
+            import mlflow as _
             from ray.air.integrations.mlflow import MLflowLoggerCallback
         except ImportError as exc:
             raise ImportError("tracking.mlflow needs mlflow: pip install 'avstudy[tracking]'") from exc
@@ -31,7 +31,7 @@ def tracking_callbacks(spec: StudySpec, experiment: str) -> list:
     wandb = spec.tracking.get("wandb")
     if wandb is not None:
         try:
-            import wandb as _  # noqa: F401,F811
+            import wandb as _  # noqa: F401
             from ray.air.integrations.wandb import WandbLoggerCallback
         except ImportError as exc:
             raise ImportError("tracking.wandb needs wandb: pip install wandb") from exc

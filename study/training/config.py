@@ -30,12 +30,12 @@ from study.keys import (
     problems_of,
     table_of,
 )
+from study.vocab import SELECT_CONDITIONS
 
 SCHEDULES = ("auto", "fused", "detached", "three_pass")  # auto: the fusion strategy's own (model/registry.py)
 OPTIMIZERS = ("adamw", "adam")
 LABEL_KINDS = ("hard", "soft")
-SELECT_CONDITIONS = ("av", "audio_only", "video_only", "robustness", "worst_single") + tuple(
-    f"miss_{r / 10:.1f}" for r in range(10))  # dev conditions of every epoch a checkpoint is chosen on
+# dev conditions of every epoch a checkpoint (or an objective) is chosen on: study/vocab.py
 SELECT_METRICS = ("", "loss", "macro_f1", "accuracy", "uar", "ccc_mean", "ccc_arousal", "ccc_valence",
                   "ccc_dominance")  # "" = the task's primary metric
 SELECT_MODES = ("max", "min")
@@ -164,11 +164,6 @@ def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path
     train_kw = {k: v for k, v in flat.items() if k in TRAIN_KEYS}
     return TrainConfig(model=model_config(preset, **model_kw), protocol=protocol, preset=preset,
                        **train_kw)
-
-
-def copy_config(cfg: TrainConfig, **changes) -> TrainConfig:
-    """A copy of cfg with flat field changes (model, protocol or training fields)."""
-    return config_from_flat({**cfg.to_flat(), **changes}, preset=cfg.preset)
 
 
 def _tuple(v):

@@ -411,7 +411,7 @@ def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> S
     """Read and validate a YAML spec; with `cluster` ({"CPU", "GPU"}) also check it fits."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except (yaml.YAMLError, RecursionError) as exc:
         raise SpecError(f"{path}: not valid YAML: {clip(str(exc), 500)}") from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:

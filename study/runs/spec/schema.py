@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study.training.config import objective_key, primary_metric
+from study.vocab import SELECT_CONDITIONS
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 SEARCHERS = ("optuna-tpe", "random", "grid")
 SCHEDULERS = ("asha", "moasha", "none")  # moasha: multi-objective ASHA (study/runs/schedulers.py)
 MODES = ("auto", "inline", "train")
-CONDITIONS = ("av", "audio_only", "video_only", "worst_single", "robustness") + tuple(
-    f"miss_{r / 10:.1f}" for r in range(10))
+CONDITIONS = SELECT_CONDITIONS  # an objective's condition: one evaluated on dev every epoch
 METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
            "ccc_dominance")
 
