@@ -79,7 +79,7 @@ class Pick:
     why: str = ""  # why `show` is not final/test, when it is not
 
     def note(self, ctx: Context, what: str = "each strategy's best configuration") -> str:
-        how = "mean over seeds" if self.select[0] == "rerun" else "one trial per configuration"
+        how = "mean over its re-runs" if self.select[0] == "rerun" else "one trial per configuration"
         obj = f"{ctx.condition} {ctx.metric}"
         text = (f"Selected on: {self.select[0]} stage, {self.select[1]} split ({what}, by {obj}, {how}). "
                 f"Shown: {self.show[0]} stage, {self.show[1]} split")

@@ -164,7 +164,7 @@ def gather_runs(results: pd.DataFrame, ctx: Context, meta: dict, columns) -> Run
     dev = p.best.assign(strategy=p.best["fusion"].astype(str)).set_index("strategy")["objective"]
     models = [s for s in dev.index if s in set(values["strategy"])]
     bases = sorted(set(values.loc[values["kind"] == BASELINE, "strategy"]))
-    note = p.note(ctx, "each strategy's best configuration; baselines as run, not selected")
+    note = p.note(ctx) + (" Baselines: their own rows of that split, never selected." if bases else "")
     return Runs(values, columns, tuple(models + bases), dev, p, note)
 
 
