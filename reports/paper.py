@@ -162,6 +162,7 @@ def gather_runs(results: pd.DataFrame, ctx: Context, meta: dict, columns) -> Run
                                                                     "selected_on_test"]]
     values = info.join(_run_values(rows, columns)).reset_index()
     dev = p.best.assign(strategy=p.best["fusion"].astype(str)).set_index("strategy")["objective"]
+    dev = dev.sort_values(ascending=not ctx.maximize, kind="stable")
     models = [s for s in dev.index if s in set(values["strategy"])]
     bases = sorted(set(values.loc[values["kind"] == BASELINE, "strategy"]))
     note = p.note(ctx) + (" Baselines: their own rows of that split, never selected." if bases else "")

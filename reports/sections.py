@@ -124,7 +124,8 @@ def summary_body(rep: Report) -> str:
     lb = p.leaderboard
     return (_split(runs.note) + alarm + f"<ul class='conclusion'>{items}</ul>"
             + _note(f"Differences: {comps.text()}; effect size Cohen's d_z; pairs by (fold, seed), a baseline "
-                    "by fold. " + paper.interval_caption(runs))
+                    "by fold; the interval of a difference is its own 95% Student-t interval, not adjusted for "
+                    "multiplicity (the corrected p decides). " + paper.interval_caption(runs))
             + f"<h3>{esc(lb.title)}</h3>" + tabfmt.score_table_html(lb)
             + _note("Bold: best mean of the column; *: significantly worse than it. Every table here is exported "
                     "as CSV and LaTeX by `avstudy report STUDY --tables DIR`.")
