@@ -98,7 +98,8 @@ def gather(files: list[StudyFiles], correction: str = "holm") -> Comparison:
     for st in studies[1:]:
         for s in shared:
             for c in cols:
-                w = _welch(first.paper.runs.of(s)[c.label].to_numpy(float), st.paper.runs.of(s)[c.label].to_numpy(float))
+                x, y = (t.paper.runs.of(s)[c.label].to_numpy(float) for t in (first, st))
+                w = _welch(x, y)
                 diffs.append({"study": st.name, "vs": first.name, "strategy": s, "column": c.label, **w})
     d = pd.DataFrame(diffs)
     adj, rej = adjust(d["p_value"].to_numpy(), correction)
@@ -115,7 +116,8 @@ def _studies_html(c: Comparison) -> str:
         flagged = [x for x in r.strategies if r.selected_on_test(x)]
         rows.append({"study": s.name, "location": s.uri, "task": s.task, "metric": s.metric,
                      "selected on": f"{r.pick.select[0]}/dev", "shown": f"{r.shown[0]}/{r.shown[1]}",
-                     "strategies": ", ".join(r.strategies), "runs": "; ".join(sorted({r.design(x) for x in r.strategies})),
+                     "strategies": ", ".join(r.strategies),
+                     "runs": "; ".join(sorted({r.design(x) for x in r.strategies})),
                      "selected on test": ", ".join(flagged) or "no"})
     return table(pd.DataFrame(rows), sortable=False)
 

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from reports import figures, gather, paper, sanity, tables, tabfmt
+from reports import figures, gather, paper, sanity, tabfmt, tables
 from reports.html import FigureCounter, Section, esc, figure, fmt, kv_table, table
 from reports.importance import importance_data
 from reports.load import Context, StudyFiles

@@ -142,7 +142,8 @@ def test_runs_of_a_cross_validated_study_with_a_baseline():
     assert lb.loc["probe [baseline]", "ci_hi"] - 0.46 == pytest.approx(T975[1] * 0.06, abs=1e-6)
     assert set(lb["ci_method"]) == {"Student-t"}
     info = p.leaderboard.info
-    assert info.loc["probe [baseline]", "selection"] == "none (baseline)" and info.loc["vavl", "selection"] == "rerun/dev"
+    assert info.loc["probe [baseline]", "selection"] == "none (baseline)"
+    assert info.loc["vavl", "selection"] == "rerun/dev"
     assert info["dev objective (rerun)"].tolist()[:2] == pytest.approx([0.70, 0.65])
 
 
@@ -160,7 +161,8 @@ def test_paired_by_fold_and_seed_baseline_by_fold_and_holm_across_the_table():
     p_pv = t_two_sided_p(20, 1)  # 0.0318166
     # late's fold means (0.56, 0.66) - probe = (0.16, 0.14): t = 0.15 / (0.0141421 / sqrt 2) = 15, 1 df
     p_lp = t_two_sided_p(15, 1)  # 0.0423853
-    assert pv["p_value"] == pytest.approx(p_pv) and c.loc[("late", "probe [baseline]"), "p_value"] == pytest.approx(p_lp)
+    assert pv["p_value"] == pytest.approx(p_pv)
+    assert c.loc[("late", "probe [baseline]"), "p_value"] == pytest.approx(p_lp)
     # Holm over the 3 tests: 3 p_lv = 0.00971, 2 p_pv = 0.0636, then max(0.0636, p_lp) = 0.0636
     assert lv["p_adjusted"] == pytest.approx(3 * p_lv) and pv["p_adjusted"] == pytest.approx(2 * p_pv)
     assert c.loc[("late", "probe [baseline]"), "p_adjusted"] == pytest.approx(2 * p_pv)
@@ -208,7 +210,8 @@ def test_selected_on_test_is_labelled(tmp_path):
     from reports import tabfmt
     assert r"vavl$^{\dagger}$" in tabfmt.score_latex(p.leaderboard)
     row = paper.build(folds_frame(row_flag=True), CTX, {}, "holm").leaderboard.info["selection"]
-    assert row.to_dict() == {"vavl": "rerun/dev", "late": "test (selected_on_test)", "probe [baseline]": "none (baseline)"}
+    assert row.to_dict() == {"vavl": "rerun/dev", "late": "test (selected_on_test)",
+                             "probe [baseline]": "none (baseline)"}
 
 
 # ---------------------------------------------------------------- export
@@ -217,7 +220,8 @@ def _write(d: Path, frame=None, meta=None) -> Path:
     d.mkdir(parents=True)
     (folds_frame() if frame is None else frame).to_parquet(d / "results.parquet")
     m = {"name": "cv", "status": "finished", "task": "categorical", "primary_metric": "macro_f1",
-         "objectives": [{"metric": "macro_f1", "condition": "av", "mode": "max"}], "classes": ["a", "b"], **(meta or {})}
+         "objectives": [{"metric": "macro_f1", "condition": "av", "mode": "max"}], "classes": ["a", "b"],
+         **(meta or {})}
     (d / "study.json").write_text(json.dumps(m))
     return d
 
