@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import figures, gather, sanity, tables
+from reports import export, figures, gather, sanity, tables
 from reports.fsio import Location, exists, find_studies, locate, write_text
 from reports.html import FigureCounter, Section, esc, figure, page, plotly_js
 from reports.load import StudyError, StudyFiles, check_study, load_study, make_context
@@ -32,26 +32,40 @@ def _header(rep: Report, index_href: str | None) -> str:
             f"generated {esc(when)}</div>")
 
 
-def render_report(files: StudyFiles, index_href: str | None = None, with_plotlyjs: bool = True) -> str:
-    """The HTML text of a study's report (no I/O)."""
-    rep = Report(files, make_context(files), FigureCounter())
+def _render(rep: Report, index_href: str | None, with_plotlyjs: bool) -> str:
     sections = [s for s in (build_section(sd, rep) for sd in SECTIONS) if s is not None]
     return page(f"avstudy report: {rep.ctx.name}", _header(rep, index_href), sections,
                 plotly_js() if with_plotlyjs else None, banner=sanity.banner_html(rep.sanity))
 
 
-def write_report(study_dir, out=None, index_href: str | None = None) -> Path | str:
+def render_report(files: StudyFiles, index_href: str | None = None, with_plotlyjs: bool = True,
+                  correction: str = "holm") -> str:
+    """The HTML text of a study's report (no I/O)."""
+    return _render(Report(files, make_context(files), FigureCounter(), correction), index_href, with_plotlyjs)
+
+
+def write_report(study_dir, out=None, index_href: str | None = None, correction: str = "holm",
+                 tables=None, overwrite: bool = False) -> Path | str:
     """Writes STUDY_DIR/report.html (or `out`) and returns its path. Links back to ../index.html
     when an index.html exists in the study's parent directory (or to `index_href` if given).
-    Raises StudyError when study_dir does not exist or is a broken study directory."""
+    With `tables`, also writes the tables for papers there (reports/export.py): nothing is written
+    when that would overwrite earlier tables without `overwrite`, or when there is nothing to
+    tabulate (ExportError). Raises StudyError when study_dir does not exist or is a broken study."""
     loc = locate(study_dir)
     files = check_study(loc)
     dest = _out_location(loc.join("report.html"), out)
+    target = export.check_target(tables, overwrite) if tables is not None else None
     if index_href is None:
         parent = Location(loc.fs, posixpath.dirname(loc.path), posixpath.dirname(loc.uri))
         if exists(parent.join("index.html")):
             index_href = _relative(parent.join("index.html"), Location(dest.fs, posixpath.dirname(dest.path), ""))
-    write_text(dest, render_report(files, index_href))
+    rep = Report(files, make_context(files), FigureCounter(), correction)
+    text = _render(rep, index_href, True)
+    if target is not None and rep.paper is None:
+        raise export.ExportError(f"{loc.uri}: nothing to tabulate yet (no configuration has dev scores)")
+    write_text(dest, text)
+    if target is not None:
+        export.write_tables(rep.paper, target, loc.uri)
     return Path(dest.path) if dest.uri == dest.path else dest.uri
 
 

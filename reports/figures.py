@@ -303,7 +303,8 @@ def seed_variance(df: pd.DataFrame, metric: str, sort_by: str = "av"):
                                  hovertemplate="single run: %{x:.4f}<extra></extra>",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)", symbol="circle-open")), row=1, col=j)
     fig.update_yaxes(categoryorder="array", categoryarray=key)
-    return _layout(fig, f"{metric} over seeds (dot: mean, bar: 95% bootstrap CI, rings: single runs)",
+    return _layout(fig, f"{metric} over runs (dot: mean, bar: 95% interval, Student-t below 30 runs, "
+                        "BCa from 30; rings: single runs)",
                    height=120 + 26 * len(key), margin=dict(l=230, r=30, t=70, b=40))
 
 
@@ -317,3 +318,26 @@ def study_bars(df: pd.DataFrame, metric: str):
                              marker_color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(barmode="group")
     return _layout(fig, f"Best configuration of each study ({metric})", yaxis_title=_t(metric))
+
+
+def study_comparison(stats: pd.DataFrame, studies, columns):
+    """--compare: one panel per shared score, a bar per (strategy, study) with its 95% interval."""
+    go = _go()
+    cols = min(2, len(columns))
+    rows = math.ceil(len(columns) / cols)
+    fig = _subplots(rows=rows, cols=cols, subplot_titles=[_t(c) for c in columns], vertical_spacing=0.3 / rows)
+    colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(studies)}
+    for i, col in enumerate(columns):
+        for s in studies:
+            g = stats[(stats["column"] == col) & (stats["study"] == s)]
+            err = dict(type="data", symmetric=False, array=(g["ci_hi"] - g["mean"]).fillna(0),
+                       arrayminus=(g["mean"] - g["ci_lo"]).fillna(0))
+            fig.add_trace(go.Bar(x=[_t(x) for x in g["strategy"]], y=g["mean"], name=_t(s), legendgroup=_t(s),
+                                 showlegend=i == 0, marker_color=colors[s], error_y=err,
+                                 customdata=np.stack([g["ci_lo"], g["ci_hi"], g["n"]], axis=1),
+                                 hovertemplate="%{x}: %{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}] "
+                                               "n=%{customdata[2]}<extra>" + _t(s) + "</extra>"),
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(barmode="group")
+    return _layout(fig, "Shared strategies per score, each study (bar: mean; whisker: 95% interval)",
+                   height=120 + 330 * rows)

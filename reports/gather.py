@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reports.load import Context
-from reports.stats import bootstrap_ci, paired_test, t_interval
+from reports.stats import interval, t_interval
 from reports.tables import (
     condition_value,
     config_ids,
@@ -79,7 +79,7 @@ class Pick:
     why: str = ""  # why `show` is not final/test, when it is not
 
     def note(self, ctx: Context, what: str = "each strategy's best configuration") -> str:
-        how = "mean over seeds" if self.select[0] == "rerun" else "one trial per configuration"
+        how = "mean over its re-runs" if self.select[0] == "rerun" else "one trial per configuration"
         obj = f"{ctx.condition} {ctx.metric}"
         text = (f"Selected on: {self.select[0]} stage, {self.select[1]} split ({what}, by {obj}, {how}). "
                 f"Shown: {self.show[0]} stage, {self.show[1]} split")
@@ -258,36 +258,19 @@ def per_class_data(rows: pd.DataFrame, ctx: Context) -> pd.DataFrame:
 # ---------------------------------------------------------------- seeds
 
 def seed_variance(results: pd.DataFrame, ctx: Context, stage: str, split: str, conditions) -> pd.DataFrame:
-    """Per configuration and condition: seeds, mean and 95% bootstrap CI of the primary metric."""
+    """Per configuration and condition: runs, mean, sd and 95% interval of the primary metric over
+    its runs (stats.interval: Student-t below 30 runs, BCa from 30; `method` names it)."""
     t = config_scores(results, ctx, stage, split)[["trial_id", "config_id", "fusion", "train_missing_rate"]]
     rows = _stage_rows(results, stage, split).merge(t, on="trial_id", suffixes=("", "_t"))
     out = []
     for (cid, cond), g in rows[rows["condition"].isin(conditions)].groupby(["config_id", "condition"]):
-        m, lo, hi = bootstrap_ci(g[ctx.metric].to_numpy())
+        iv = interval(g[ctx.metric].to_numpy())
         out.append({"config_id": cid, "fusion": g["fusion"].iloc[0],
                     "train_missing_rate": g["train_missing_rate"].iloc[0],
-                    "condition": cond, "n": int(g[ctx.metric].notna().sum()), "mean": m, "lo": lo, "hi": hi,
-                    "values": g[ctx.metric].tolist()})
-    return pd.DataFrame(out, columns=["config_id", "fusion", "train_missing_rate", "condition", "n", "mean", "lo",
-                                      "hi", "values"])
-
-
-def paired_comparison(results: pd.DataFrame, ctx: Context, conditions) -> tuple[pd.DataFrame, Pick | None]:
-    """For each pair of fusion strategies (best configuration of each, chosen on dev), paired over
-    seeds on the shown split (final/test when it covers them): mean difference a - b, bootstrap CI,
-    p-value. Returns (table, pick)."""
-    cols = ["a", "b", "condition", "n", "mean_diff", "ci_lo", "ci_hi", "p_value", "test"]
-    p = pick(results, ctx, by=("fusion",))
-    if p is None:
-        return pd.DataFrame(columns=cols), None
-    out = []
-    for cond in conditions:
-        wide = p.rows[p.rows["condition"] == cond].pivot_table(index="seed", columns="fusion", values=ctx.metric)
-        for a, b in itertools.combinations(sorted(wide.columns, key=str), 2):
-            pair = wide[[a, b]].dropna()
-            res = paired_test(pair[a].to_numpy(), pair[b].to_numpy())
-            out.append({"a": a, "b": b, "condition": cond, **res})
-    return pd.DataFrame(out, columns=cols), p
+                    "condition": cond, "n": iv.n, "mean": iv.mean, "sd": iv.sd, "lo": iv.lo, "hi": iv.hi,
+                    "method": iv.method, "values": g[ctx.metric].tolist()})
+    return pd.DataFrame(out, columns=["config_id", "fusion", "train_missing_rate", "condition", "n", "mean", "sd",
+                                      "lo", "hi", "method", "values"])
 
 
 # ---------------------------------------------------------------- data condition -> strategy

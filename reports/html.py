@@ -4,12 +4,14 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+# the camera button of every figure's toolbar saves it as SVG (vector, for papers), named after its div
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
 def esc(x) -> str:
@@ -78,7 +80,15 @@ def figure(fig, div_id: str) -> str:
     h = fig.layout.height or 450
     return (f"<div id='{div_id}' class='plot' style='min-height:{int(h)}px'></div>"
             f"<script>(function(){{var f={script_json(fig.to_json())};"
-            f"Plotly.newPlot('{div_id}',f.data,f.layout,{json.dumps(PLOT_CONFIG)});}})();</script>")
+            f"Plotly.newPlot('{div_id}',f.data,f.layout,{json.dumps(plot_config(fig, div_id))});}})();</script>")
+
+
+def plot_config(fig, div_id: str) -> dict:
+    """plotly's config of one figure: its toolbar's camera button downloads an SVG named after the
+    figure's title (`<div_id>.svg` when it has none)."""
+    title = html.unescape(str(fig.layout.title.text or ""))
+    name = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:60].rstrip("-") or div_id
+    return {**PLOT_CONFIG, "toImageButtonOptions": {**PLOT_CONFIG["toImageButtonOptions"], "filename": name}}
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ details summary{cursor:pointer}.problem{color:#c62828}
 .banner{margin:0;padding:10px 24px;background:#fff3e0;border-bottom:2px solid #ef6c00;font-size:14px}
 .banner ul{margin:0;padding-left:18px}.banner.alarm{background:#b71c1c;color:#fff;border-bottom:4px solid #7f0000;
 font-size:16px;font-weight:600}.banner.alarm a{color:#ffcdd2}.banner li.warn{font-weight:normal}
+ul.conclusion{font-size:14px;line-height:1.5;padding-left:20px}ul.conclusion li{margin:4px 0}
+table.scores td small{color:#666}span.sig{color:#b71c1c;font-weight:700}tr.baseline td{background:#f3f6ff}
 p.alarm{color:#b71c1c;font-weight:600}p.warn{color:#e65100}p.ok{color:#2e7d32}tr.alarm td{background:#ffebee}
 """
 

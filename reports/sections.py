@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from reports import figures, gather, sanity, tables
+from reports import figures, gather, paper, sanity, tabfmt, tables
 from reports.html import FigureCounter, Section, esc, figure, fmt, kv_table, table
 from reports.importance import importance_data
 from reports.load import Context, StudyFiles
@@ -30,6 +30,13 @@ class Report:
     files: StudyFiles
     ctx: Context
     figs: FigureCounter
+    correction: str = "holm"  # of the paired table (stats.CORRECTIONS)
+
+    @cached_property
+    def paper(self) -> paper.Paper | None:
+        """The tables for papers (summary, per condition, per fold, paired); None before dev scores."""
+        return None if self.results is None else paper.build(self.results, self.ctx, self.files.meta,
+                                                              self.correction)
 
     @property
     def results(self) -> pd.DataFrame | None:
@@ -78,6 +85,54 @@ def _pick(rep: Report, by=("fusion",), k: int = 1) -> gather.Pick:
 def _summary_conditions(res: pd.DataFrame) -> list[str]:
     conds = tables.summary_conditions(res["condition"].dropna().unique())
     return [c for c in conds if c in NAMED or tables.is_area(c)]
+
+
+# ---------------------------------------------------------------- the conclusion first
+
+def _paper(rep: Report) -> paper.Paper:
+    _need_results(rep)
+    if rep.paper is None:
+        raise Unavailable("No trial has reported dev scores yet.")
+    return rep.paper
+
+
+def _versus_text(v: paper.Versus, correction: str) -> str:
+    if v.n < 2:
+        return f"{v.other} (n={v.n}: no test)"
+    return (f"{v.other} by {v.diff:+.4f} (95% Student-t [{v.lo:+.4f}, {v.hi:+.4f}], d_z={v.d_z:.2f}, "
+            f"p_{correction}={v.p_adjusted:.3g}, n={v.n})")
+
+
+def conclusion_html(c: paper.Conclusion, split: str, correction: str) -> str:
+    ahead = [_versus_text(v, correction) for v in c.versus if v.significant]
+    tied = [_versus_text(v, correction) for v in c.versus if not v.significant]
+    text = f"<b>{esc(split)} {esc(c.column.label)}</b>: highest mean <b>{esc(c.best)}</b>, {esc(c.interval.text())}."
+    if ahead:
+        text += f" Ahead of, surviving the correction: {esc('; '.join(ahead))}."
+    if tied:
+        text += f" Not separated from: {esc('; '.join(tied))}."
+    return f"<li>{text}</li>"
+
+
+def summary_body(rep: Report) -> str:
+    p = _paper(rep)
+    runs, comps = p.runs, p.comparisons
+    flagged = [s for s in runs.strategies if runs.selected_on_test(s)]
+    alarm = (f"<p class='alarm'>SELECTED ON TEST: {esc(', '.join(flagged))} (study.json or the rows flag "
+             "selected_on_test, e.g. the Foal-Net IEMOCAP protocol): their test scores are optimistic, not a "
+             "held-out result.</p>") if flagged else ""
+    items = "".join(conclusion_html(c, runs.shown[1], comps.name) for c in paper.conclusions(p))
+    lb = p.leaderboard
+    return (_split(runs.note) + alarm + f"<ul class='conclusion'>{items}</ul>"
+            + _note(f"Differences: {comps.text()}; effect size Cohen's d_z; pairs by (fold, seed), a baseline "
+                    "by fold; the interval of a difference is its own 95% Student-t interval, not adjusted for "
+                    "multiplicity (the corrected p decides). " + paper.interval_caption(runs))
+            + f"<h3>{esc(lb.title)}</h3>" + tabfmt.score_table_html(lb)
+            + _note("Bold: best mean of the column; *: significantly worse than it. Every table here is exported "
+                    "as CSV and LaTeX by `avstudy report STUDY --tables DIR`.")
+            + f"<details><summary>{esc(p.conditions.title)} (A, V, AV and every family's area)</summary>"
+              f"{tabfmt.score_table_html(p.conditions)}</details>"
+            + f"<details><summary>{esc(p.folds.title)}</summary>{tabfmt.score_table_html(p.folds)}</details>")
 
 
 # ---------------------------------------------------------------- sanity, study, software, compute
@@ -347,21 +402,23 @@ def seeds_body(rep: Report) -> str:
     df = gather.seed_variance(res, rep.ctx, "rerun", "dev", conds)
     if df.empty:
         raise Unavailable("No repeated runs with scores.")
-    tab = df.drop(columns=["values"]).rename(columns={"lo": "ci95_lo", "hi": "ci95_hi"})
+    tab = df.drop(columns=["values"]).rename(columns={"lo": "ci95_lo", "hi": "ci95_hi", "method": "ci95 method"})
     return (_no_selection("rerun", "dev", "every re-run configuration")
             + rep.fig(figures.seed_variance(df, rep.ctx.metric, rep.ctx.condition))
             + f"<details><summary>table</summary>{table(tab)}</details>")
 
 
 def paired_body(rep: Report) -> str:
-    res = _need_results(rep)
-    if not ((res["stage"] == "rerun") & (res["split"] == "dev")).any():
-        raise Unavailable("No re-run stage yet (a paired comparison needs each strategy run on the same seeds).")
-    conds = list(dict.fromkeys([rep.ctx.condition, *[c for c in _summary_conditions(res) if tables.is_area(c)]]))
-    df, p = gather.paired_comparison(res, rep.ctx, conds)
-    if df.empty or p is None:
-        raise Unavailable("Needs at least two strategies with runs on the same seeds.")
-    return _split(p.note(rep.ctx)) + _note(f"Metric: {rep.ctx.metric}.") + table(df)
+    p = _paper(rep)
+    comps = p.comparisons
+    if comps.table.empty:
+        raise Unavailable("Needs at least two strategies (or a strategy and a baseline) with scored runs.")
+    n_sig = int(comps.table["significant"].sum())
+    return (_split(p.runs.note)
+            + _note(f"{len(comps.table)} comparisons (every pair x every score of the summary and the per-condition "
+                    f"table), {comps.m} with a test; {n_sig} survive {comps.name} at alpha {comps.alpha:g}. "
+                    f"{comps.text()}.")
+            + tabfmt.comparisons_html(comps))
 
 
 def failures_body(rep: Report) -> str:
@@ -382,6 +439,12 @@ class SectionDef:
 
 
 SECTIONS: tuple[SectionDef, ...] = (
+    SectionDef("summary", "Summary: which strategy holds up", "Per strategy (its dev-selected configuration) "
+               "and per baseline, each objective on the shown split (final/test): mean ± sd and its 95% interval "
+               "over folds x seeds, with the method and n in every cell; then, per objective, the strategy with "
+               "the highest mean and which of its differences survive the correction (paired t-test, Holm "
+               "unless --correction says otherwise) with the effect size d_z. The per-condition and per-fold "
+               "tables are folded below it; a study flagged selected_on_test says so in red.", summary_body),
     SectionDef("sanity", "Sanity checks", "Trials and conditions whose predictions are degenerate (flag nan: "
                "non-finite predictions; one_class: every prediction is the same class; chance: score within "
                "chance level). A modality flagged in every trial of a stage raises a red banner at the top: such a "
@@ -434,12 +497,16 @@ SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("perclass", "Per-class F1 / per-dimension CCC", "Per class (categorical) or per dimension "
                "(arousal/valence/dominance) score with both modalities, audio only and video only: which "
                "emotions the voice carries and which the face.", per_class_body),
-    SectionDef("seeds", "Seed variance", "Each re-run configuration's mean over seeds with a 95% bootstrap CI "
+    SectionDef("seeds", "Seed variance", "Each re-run configuration's mean over its runs (seeds, folds x seeds) "
+               "with a 95% interval (Student-t below 30 runs, BCa bootstrap from 30; method and n in the table) "
                "and the single runs, per condition; overlapping intervals mean the ranking is not settled.",
                seeds_body),
-    SectionDef("paired", "Paired comparison of strategies", "Dev-selected configuration of strategy a minus "
-               "that of b, paired by seed: mean difference, bootstrap CI and Wilcoxon signed-rank p-value; with 3 "
-               "seeds p cannot go below 0.25.", paired_body),
+    SectionDef("paired", "Paired comparison of strategies", "Dev-selected configuration of strategy a (or a "
+               "baseline) minus that of b, paired by (fold, seed) (a baseline, one run per fold: by fold), for "
+               "every score of the summary and the per-condition table: mean difference with its Student-t "
+               "interval, Cohen's d_z, paired t-test p and the p corrected across the whole table (Holm by "
+               "default, or Benjamini-Hochberg); 'significant' is the corrected decision at alpha 0.05.",
+               paired_body),
     SectionDef("failed", "Failed trials", "Trials that raised an error, with the error; they are excluded from "
                "every other section.", failures_body),
 )

@@ -11,6 +11,12 @@ columns of docs/CONTRACTS.md ("Condition families, sanity flags and the training
 `family`, `level`, `flag`, `degenerate`, `unpaired_share`, `normalize` and the conditions of the
 per-family robustness curves (`drop_audio_0.3`, `noise_video_10db`, `async_200ms`, ...) with their
 areas `robustness_<family>`.
+
+Issue-20 columns (optional, off by default): `folds` adds a `fold` column (the re-run and final
+stages repeat each configuration over folds x seeds; the search runs on fold 0), `baselines`
+adds linear-probe rows (`kind` = "baseline", stage "baseline", fusion "probe", seed 0, one trial
+per fold with a dev and a test split; every other row `kind` = "model"), `selected_on_test`
+marks the study as selected on test in study.json.
 """
 from __future__ import annotations
 
@@ -67,6 +73,10 @@ class FakeStudy:
     audio_shares: tuple[float, ...] = ()  # audio_only_share as a cell dimension (data condition)
     search_audio_share: bool = False  # audio_only_share searched inside cells (needs the spec's opt-in)
     augment: bool = False  # modality_dropout searched (augmentation: unpaired share > r)
+    # issue 20: folds, baselines, a protocol that selects on test
+    folds: int = 0  # 0: no fold column (one partition); k: re-runs and finals on folds 0..k-1
+    baselines: bool = False  # linear-probe rows, kind = "baseline"
+    selected_on_test: bool = False  # study.json selected_on_test
 
     @property
     def wave2(self) -> bool:
@@ -289,22 +299,49 @@ def _search(cfg: FakeStudy, rng):
     return rows, curves, quality
 
 
+def _fold_ids(cfg: FakeStudy) -> list:
+    return list(range(cfg.folds)) if cfg.folds else [None]
+
+
+def _with_fold(rows: list[dict], fold) -> list[dict]:
+    return rows if fold is None else [{**r, "fold": fold} for r in rows]
+
+
 def _repeat(cfg: FakeStudy, parents: dict, rng, t0: float):
-    """Re-runs of each parent over the seeds (dev rows) and, as in study/runs/stages.py, the final
-    stage: the test rows of the same trained models (parent_trial_id = the search trial)."""
+    """Re-runs of each parent over the folds x seeds (dev rows) and, as in study/runs/stages.py, the
+    final stage: the test rows of the same trained models (parent_trial_id = the search trial)."""
     rows, final, curves = [], [], []
+    fold_shift = {k: (0.0 if k is None else float(rng.normal(0, 0.015))) for k in _fold_ids(cfg)}
     for pid, (fusion, r, params, q) in parents.items():
-        for seed in cfg.seeds:
-            qs = q + rng.normal(0, 0.01)
+        for fold, seed in ((k, s) for k in _fold_ids(cfg) for s in cfg.seeds):
+            qs = q + fold_shift[fold] + rng.normal(0, 0.01)
             args = (fusion, r, seed, params)
-            rows += _trial_rows(cfg, f"rerun-{pid}-s{seed}", "rerun", pid, *args, qs, "completed",
-                                cfg.max_epochs, t0, rng)
-            curves.append(_curve_rows(cfg, f"rerun-{pid}-s{seed}", "rerun", qs, cfg.max_epochs,
+            tail = f"s{seed}" if fold is None else f"f{fold}-s{seed}"
+            rows += _with_fold(_trial_rows(cfg, f"rerun-{pid}-{tail}", "rerun", pid, *args, qs, "completed",
+                                           cfg.max_epochs, t0, rng), fold)
+            curves.append(_curve_rows(cfg, f"rerun-{pid}-{tail}", "rerun", qs, cfg.max_epochs,
                                       rows[-1]["wall_time_s"], rng))
             if cfg.final:  # test generalises a little worse than dev, with its own noise
-                final += _trial_rows(cfg, f"final-{pid}-s{seed}", "final", pid, *args,
-                                     qs - 0.02 + rng.normal(0, 0.01), "completed", cfg.max_epochs, t0, rng)
+                final += _with_fold(_trial_rows(cfg, f"final-{pid}-{tail}", "final", pid, *args,
+                                                qs - 0.02 + rng.normal(0, 0.01), "completed", cfg.max_epochs,
+                                                t0, rng), fold)
     return rows + final, curves
+
+
+BASELINE_PARAMS = {"lr": 1e-3, "dropout": 0.0, "d_model": 128.0, "enc_layers": 1.0, "pooling": "mean"}
+
+
+def _baselines(cfg: FakeStudy, rng, t0: float) -> list[dict]:
+    """Linear probes: one trial per fold (seed 0), evaluated on dev and test, not selected."""
+    rows = []
+    for fold in _fold_ids(cfg):
+        q = 0.45 + rng.normal(0, 0.01)
+        tid = "baseline-probe" + ("" if fold is None else f"-f{fold}")
+        for split, qs in (("dev", q), ("test", q - 0.02)):
+            got = _trial_rows(cfg, tid, "baseline", None, "probe", cfg.train_rates[0], 0, BASELINE_PARAMS, qs,
+                              "completed", cfg.max_epochs, t0, rng)
+            rows += _with_fold([{**r, "split": split, "kind": "baseline"} for r in got], fold)
+    return rows
 
 
 def _top_per_cell(quality: dict, k: int) -> dict:
@@ -325,7 +362,13 @@ def make_tables(cfg: FakeStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
         rerun = _top_per_cell(quality, cfg.rerun_top)
         r_rows, r_curves = _repeat(cfg, rerun, rng, T0 + 60 * cfg.n_trials + 600)
         rows, curves = rows + r_rows, curves + r_curves
+    if cfg.baselines:
+        rows += _baselines(cfg, rng, T0 + 60 * cfg.n_trials + 900)
     results = pd.DataFrame(rows)
+    if cfg.folds:
+        results["fold"] = results["fold"].fillna(0).astype("int64") if "fold" in results else 0
+    if cfg.baselines:
+        results["kind"] = results["kind"].fillna("model")
     results["seed"] = results["seed"].astype("int64")
     results["epochs"] = results["epochs"].astype("int64")
     results["best_epoch"] = results["best_epoch"].astype("Int64")
@@ -352,6 +395,8 @@ def study_meta(cfg: FakeStudy) -> dict:
             "objectives": [{"metric": metric, "split": "dev", "condition": "av", "direction": "maximize"}],
             "primary_metric": metric, "task": cfg.task,
             "classes": list(CLASSES) if cfg.task == "categorical" else []}
+    if cfg.selected_on_test:
+        meta["selected_on_test"] = True
     if cfg.wave2:  # as study/runs/selection.py records it
         objectives.append({"metric": metric, "condition": "worst_single", "mode": "max",
                            "key": f"worst_single_{metric}"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reports import gather
+from reports import gather, paper
 from reports.fsio import locate
 from reports.load import load_study, make_context
 from study.runs.spec import spec_from_dict
@@ -44,7 +44,7 @@ def check_designed_ranking(out) -> None:
     assert ctx.classes == ("xor_same", "xor_diff", "rise", "fall", "face", "none")
 
     # paired over the re-run seeds on test: vavl (interaction-capable) above late, CI excludes 0
-    table, pick = gather.paired_comparison(res, ctx, ["av", "robustness"])
+    table, pick = paper.paired_comparison(res, ctx, ["av", "robustness"])
     assert pick.show == ("final", "test")
     av = table[table["condition"] == "av"].set_index(["a", "b"]).loc[("late", "vavl")]
     assert av["n"] == len(SEEDS)

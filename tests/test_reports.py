@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_results import FakeStudy, make_tables, write_study
 
-from reports import cli, gather, html, stats, tables
+from reports import cli, gather, html, paper, stats, tables
 from reports.build import render_report, write_index, write_report
 from reports.fsio import find_studies, locate
 from reports.importance import build_study, importance_data, infer_distribution
@@ -183,12 +183,18 @@ def test_seed_variance_and_paired_comparison():
     res = frame(rows)
     sv = gather.seed_variance(res, CTX, "rerun", "dev", ["av"]).set_index("fusion")
     assert sv.loc["vavl", "n"] == 3 and sv.loc["vavl", "mean"] == pytest.approx(0.7)
-    assert sv.loc["vavl", "lo"] >= 0.6 - 1e-9 and sv.loc["vavl", "hi"] <= 0.8 + 1e-9
-    pc, p = gather.paired_comparison(res, CTX, ["av"])
+    # Student-t: sd 0.1, half width t(0.975, 2) * 0.1 / sqrt(3) = 4.302652729911275 * 0.057735 = 0.248414
+    assert (sv.loc["vavl", "lo"], sv.loc["vavl", "hi"]) == pytest.approx((0.451586, 0.948414), abs=1e-6)
+    assert sv.loc["vavl", "method"] == "Student-t"
+    pc, p = paper.paired_comparison(res, CTX, ["av"])
     assert (p.select, p.show) == (("rerun", "dev"), ("rerun", "dev"))  # no final stage: dev shown
-    assert pc[["a", "b", "n"]].values.tolist() == [["late", "vavl", 3]]
-    assert pc.loc[0, "mean_diff"] == pytest.approx(-0.1166666667)
-    assert pc.loc[0, "p_value"] == pytest.approx(0.25)  # exact Wilcoxon, 3 pairs all one sign
+    assert pc[["a", "b", "n", "pairing"]].values.tolist() == [["late", "vavl", 3, "fold, seed"]]
+    # late - vavl = (-0.1, -0.15, -0.1): mean -0.116667, sd 0.0288675, t = -7 with 2 df:
+    # p = 1 - 7 / sqrt(2 + 49) = 0.019804; d_z = -0.116667 / 0.0288675 = -4.04145; one test: Holm p = p
+    r = pc.iloc[0]
+    assert r["mean_diff"] == pytest.approx(-0.1166666667)
+    assert r["p_value"] == pytest.approx(1 - 7 / math.sqrt(51)) and r["p_adjusted"] == pytest.approx(r["p_value"])
+    assert r["d_z"] == pytest.approx(-4.04145, abs=1e-5) and bool(r["significant"])
 
 
 def test_learning_curve_selection_marks_early_stopped():
@@ -216,12 +222,8 @@ def test_stats_intervals_and_tests():
     m, lo, hi = stats.t_interval([1.0, 2.0, 3.0])
     assert (m, hi - m) == pytest.approx((2.0, 4.302652729911275 / math.sqrt(3)))
     assert stats.t_interval([5.0]) == (5.0, 5.0, 5.0)
-    m, lo, hi = stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
-    assert m == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
-    assert stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0]) == (m, lo, hi)  # seeded
-    assert stats.paired_test([1, 2], [1, 2])["p_value"] == 1.0
-    # exact Wilcoxon signed-rank, 3 positive differences: p = 2 / 2**3
-    assert stats.paired_test([2, 3, 5], [1, 1, 1])["p_value"] == pytest.approx(0.25)
+    assert stats.paired([1, 2], [1, 2]).p_value == 1.0  # every difference zero
+    # (Student-t, paired t-test, BCa and the corrections: tests/test_reports_stats.py)
 
 
 # ---------------------------------------------------------------- importance
@@ -471,7 +473,7 @@ def test_report_sections_pick_dev_best_and_show_its_test_values(tmp_path):
 
 
 def test_paired_comparison_uses_dev_choice_on_test():
-    pc, p = gather.paired_comparison(dev_vs_test_frame(), CTX, ["av", "robustness"])
+    pc, p = paper.paired_comparison(dev_vs_test_frame(), CTX, ["av", "robustness"])
     assert p.show == ("final", "test")
     av = pc[pc["condition"] == "av"].iloc[0]
     assert (av["a"], av["b"], av["n"]) == ("late", "vavl", 3)

@@ -181,3 +181,44 @@ def test_index_links_and_renders(driver, tmp_path):
     assert driver.current_url.endswith("/a/report.html")
     driver.find_element("partial link text", "all studies").click()
     assert driver.current_url.endswith("/root/index.html")
+
+
+@pytest.mark.parametrize("warnings", [False, True], ids=["clean", "with-warnings"])
+def test_first_screen_shows_the_summary(driver, tmp_path, warnings):
+    """Issue 20/22: the first screen (1400 x 1000) opens with the summary's conclusion and its
+    table, not with warnings: the sanity banner, when there is one, stays short above it."""
+    cfg = FakeStudy(n_trials=20, seed=4, folds=3, seeds=(0, 1), baselines=True, families=("drop_audio",),
+                    degenerate_trials=2 if warnings else 0)
+    logs = _open(driver, write_report(write_study(tmp_path / "study", cfg)))
+    _assert_clean(driver, logs)
+    driver.execute_script("window.scrollTo(0, 0)")
+    first = driver.execute_script("return document.querySelector('main section').id")
+    assert first == "summary"
+    view = driver.execute_script("return window.innerHeight")
+    conclusion = driver.find_element("css selector", "#summary ul.conclusion li")
+    assert conclusion.is_displayed() and conclusion.rect["y"] + conclusion.rect["height"] < view, conclusion.rect
+    assert "highest mean" in conclusion.text and "95% Student-t" in conclusion.text
+    table = driver.find_element("css selector", "#summary table.scores")
+    assert table.rect["y"] < view  # the leaderboard starts on the first screen
+    assert "probe [baseline]" in table.text  # the baseline is a row
+    banners = driver.find_elements("css selector", "div.banner")
+    assert bool(banners) == warnings
+    if warnings:
+        assert "degenerate predictions" in banners[0].text and banners[0].rect["height"] < view / 4
+
+
+def test_every_figure_saves_as_svg(driver, tmp_path):
+    study = write_study(tmp_path / "svg", FakeStudy(n_trials=15, seed=5))
+    _open(driver, write_report(study))
+    formats = driver.execute_script(
+        "return Array.from(document.querySelectorAll('div.plot')).map(function(d){"
+        "return d._context.toImageButtonOptions.format;});")
+    assert formats and set(formats) == {"svg"}
+    buttons = driver.execute_script(
+        "return Array.from(document.querySelectorAll('div.plot')).filter(function(d){"
+        "return d.querySelector('.modebar-btn[data-title^=\"Download plot\"]');}).length;")
+    assert buttons == len(formats)  # every figure's toolbar has the camera button
+    url = driver.execute_async_script(
+        "var done=arguments[arguments.length-1];var d=document.querySelector('div.plot');"
+        "Plotly.toImage(d,{format:'svg',width:600,height:400}).then(done,function(e){done('error: '+e);});")
+    assert url.startswith("data:image/svg+xml"), url[:80]
