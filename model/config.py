@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from model.registry import FUSIONS
 
 TASKS = ("categorical", "dimensional")
+POOLINGS = ("mean", "mean_std")  # temporal pooling of the encoders' frames (model/pooling.py)
 FOAL_CHOICES = {
     "foal_temperature_form": ("paper", "official"),  # logits = cos * exp(s) | cos / t (t init log(1/tau))
     "foal_positives": ("mean", "sum"),  # multi-positive targets averaged | summed (official)
@@ -47,6 +48,7 @@ class ModelConfig:
     unimodal_weight: float = 1.0  # weight of the audio/video head losses
     head_hidden: int = 256  # MLP head: d_in -> d_model -> head_hidden -> K
     head_bottleneck_relu: bool = False  # ReLU between head_hidden and K (official MLP: none)
+    pooling: str = "mean"  # "mean_std": statistics pooling of every pooled vector (model/pooling.py)
     # task
     task: str = "categorical"  # or "dimensional" (arousal, valence, dominance)
     n_outputs: int = 6
@@ -82,6 +84,8 @@ def _validate(cfg: ModelConfig) -> list[str]:
     errors = []
     if cfg.task not in TASKS:
         errors.append(f"task={cfg.task!r} not in {TASKS}")
+    if cfg.pooling not in POOLINGS:
+        errors.append(f"pooling={cfg.pooling!r} not in {POOLINGS}")
     if cfg.fusion not in FUSIONS:
         errors.append(f"fusion={cfg.fusion!r} not in {sorted(FUSIONS)}")
     if cfg.task == "dimensional" and cfg.n_outputs != 3:

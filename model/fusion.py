@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from model.config import ModelConfig
 from model.conformer import CrossAttentionBlock, PostLNCrossAttentionBlock
-from model.heads import MLPHead, masked_mean
+from model.heads import MLPHead
+from model.pooling import build_pool
 
 
 @dataclass
@@ -138,17 +139,19 @@ class CrossModalFusion(nn.Module):
 
         self.a2v = nn.ModuleList(block() for _ in range(n_layers))
         self.v2a = nn.ModuleList(block() for _ in range(n_layers))
+        self.pool = nn.ModuleDict({d: build_pool(cfg.pooling, cfg.d_model) for d in ("a2v", "v2a")})
 
     @staticmethod
-    def direction(stack: nn.ModuleList, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+    def direction(stack: nn.ModuleList, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor,
+                  pool: nn.Module) -> Tensor:
         """Queries x (P, Tx, D) attend over y (P, Ty, D) through `stack` -> pooled (P, D)."""
         for blk in stack:
             x = blk(x, x_mask, y, y_mask)
-        return masked_mean(x, x_mask)
+        return pool(x, x_mask)
 
     def forward(self, a: Tensor, a_mask: Tensor, v: Tensor, v_mask: Tensor) -> Tensor:
-        xa = self.direction(self.a2v, a, a_mask, v, v_mask)  # (P, D)
-        xv = self.direction(self.v2a, v, v_mask, a, a_mask)  # (P, D)
+        xa = self.direction(self.a2v, a, a_mask, v, v_mask, self.pool["a2v"])  # (P, D)
+        xv = self.direction(self.v2a, v, v_mask, a, a_mask, self.pool["v2a"])  # (P, D)
         return torch.cat([xa, xv], dim=-1)  # (P, 2D)
 
 

@@ -150,6 +150,7 @@ class StudySpec:
     optuna_storage: str | None = None
     # opt-in experiment tracking through Ray's logger callbacks (study/runs/tracking.py)
     tracking: Mapping[str, Any] = field(default_factory=dict)
+    baselines: bool = True  # the pooled linear probes as rows of the study (study/runs/baselines.py)
 
     @property
     def primary_metric(self) -> str:
@@ -165,7 +166,8 @@ class StudySpec:
         if not self.search_data_conditions:  # the default: spec.yaml of older studies unchanged
             d.pop("search_data_conditions")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
-        for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {})):
+        for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {}),
+                             ("baselines", True)):
             if getattr(self, key) == default:  # spec.yaml of older studies unchanged
                 d.pop(key)
         return _plain(d)
@@ -238,7 +240,7 @@ def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any
 
 TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "fixed", "cells", "searcher",
             "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage",
-            "search_data_conditions", "failure", "optuna_storage", "tracking")
+            "search_data_conditions", "failure", "optuna_storage", "tracking", "baselines")
 
 
 def _dataset(raw: Mapping) -> DatasetSpec:
@@ -436,8 +438,14 @@ def spec_from_dict(raw: Any) -> StudySpec:
                      top_k=top_k, storage=storage, search_data_conditions=search_dc)
     spec = dataclasses.replace(spec, failure=_failure(raw), optuna_storage=_optuna_storage(raw))
     spec = dataclasses.replace(spec, tracking=_tracking(raw))
+    spec = dataclasses.replace(spec, baselines=_baselines(raw))
     _consistency(spec)
     return spec
+
+
+def _baselines(raw: Mapping) -> bool:
+    """`baselines: true|false` (default true): fit the pooled linear probes once per study."""
+    return _typed(raw.get("baselines", True), bool, "baselines")
 
 
 def _failure(raw: Mapping) -> FailureSpec:

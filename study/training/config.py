@@ -221,10 +221,11 @@ def _finite(row: Mapping[str, Any] | None, metric: str) -> float:
 def choices() -> dict[str, tuple]:
     """Allowed values of the keys that take one of a few (read when checked: the fusion table
     may grow at run time, e.g. in a test)."""
-    from model.config import TASKS
+    from model.config import POOLINGS, TASKS
 
-    return {"task": TASKS, "fusion": tuple(FUSIONS), "schedule": SCHEDULES, "optimizer": OPTIMIZERS,
-            "label_kind": LABEL_KINDS, "select_condition": SELECT_CONDITIONS, "select_metric": SELECT_METRICS,
+    return {"task": TASKS, "pooling": POOLINGS, "fusion": tuple(FUSIONS), "schedule": SCHEDULES,
+            "optimizer": OPTIMIZERS, "label_kind": LABEL_KINDS, "select_condition": SELECT_CONDITIONS,
+            "select_metric": SELECT_METRICS,
             "select_mode": SELECT_MODES, "precision": PRECISIONS}
 
 
