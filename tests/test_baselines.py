@@ -190,3 +190,35 @@ def test_every_strategy_builds_and_runs_with_stats_pooling(fusion):
     assert out.pred.shape == (batch.size, cfg.n_outputs)
     model.loss(out, batch)["total"].backward()
     assert model.pool["audio"].proj.weight.grad is not None
+
+
+# ---------------------------------------------------------------- known answer
+
+
+@pytest.mark.slow
+def test_a_small_study_reaches_the_probe_on_a_known_answer(ray_session, tmp_path, monkeypatch):
+    """The classes differ only in how much the audio frames move (std_only_dataset): the linear
+    probe on mean + std reads it off (test av >= 0.95). A small study (one vavl configuration with
+    statistics pooling, 2 seeds) must select on dev a model within 0.1 of the probe on test av:
+    a pipeline whose models cannot even match a linear model of their inputs fails here."""
+    torch = pytest.importorskip("torch")
+    from study.runs.spec import spec_from_dict
+    from study.runs.stages import sweep
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path / "cache"))
+    data = std_only_dataset(tmp_path / "ds", n_per_split=(160, 40, 40))
+    raw = {"name": "known-probe", "dataset": {"path": str(data)}, "model_preset": "tiny",
+           "fixed": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "use_shared": False, "shared_layers": 0,
+                     "batch_size": 16, "patience": 8, "lr": 0.003, "pooling": "mean_std",
+                     "families": ["drop_audio"]},
+           "cells": {"fusion": ["vavl"], "train_missing_rate": [0.0]}, "searcher": {"kind": "grid"},
+           "scheduler": {"kind": "none"}, "budget": {"trials_per_cell": 1, "max_epochs": 8},
+           "resources": {"workers": 1, "cpus_per_worker": 1}, "seeds": [0, 1], "top_k": 1}
+    out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
+    res = pd.read_parquet(out / "results.parquet")
+    av = res[(res.split == "test") & (res.condition == "av")]
+    probe = float(av.loc[av.kind == "baseline", "macro_f1"].iloc[0])
+    model = float(av.loc[av.stage == "final", "macro_f1"].mean())
+    assert probe >= 0.95
+    assert model >= probe - 0.1, f"dev-selected model {model:.3f} vs probe {probe:.3f}"

@@ -28,14 +28,16 @@ def trial_id(rate: float) -> str:
 
 
 def probe_setup(spec: StudySpec, rate: float):
-    """The probe's task and protocol for one training missing rate (the cells' fixed keys)."""
+    """The probe's task and protocol for one training missing rate: the protocol keys the cells
+    fix (`fixed:`, the rate); model keys never matter to it (a config a trial rejects still
+    gets its probe)."""
+    from study.data.protocol import ProtocolConfig
     from study.training.baselines import ProbeSetup
-    from study.training.config import config_from_flat
+    from study.training.config import PROTOCOL_KEYS
 
-    flat = {**spec.fixed, "train_missing_rate": rate, "task": spec.task.kind,
-            "label_kind": spec.task.label_kind, "seed": 0}
-    cfg = config_from_flat(flat, preset=spec.model_preset)
-    return ProbeSetup(task=cfg.task, label_kind=cfg.label_kind, protocol=cfg.protocol)
+    keys = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.fixed.items() if k in PROTOCOL_KEYS}
+    protocol = ProtocolConfig(**{**keys, "train_missing_rate": float(rate), "seed": 0})
+    return ProbeSetup(task=spec.task.kind, label_kind=spec.task.label_kind, protocol=protocol)
 
 
 def baseline_rows(spec: StudySpec, ds, rate: float) -> list[dict]:
