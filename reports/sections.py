@@ -307,8 +307,9 @@ def _with_probe(rep: Report, df: pd.DataFrame, dims: list[str], shown: list[str]
 def baselines_body(rep: Report) -> str:
     base = rep.baselines
     if base.empty:
-        raise Unavailable("This study has no baseline rows (a study from before baselines existed, or a spec "
-                          "with `baselines: false`).")
+        return _split("Selected on: nothing (no baseline rows). Shown: nothing.") + _note(
+            "This study has no baseline rows (a study from before baselines existed, or a spec with "
+            "`baselines: false`).")
     res = rep.files.results
     tab = baselines.baseline_table(res, rep.ctx.metric)
     gap = baselines.gap_table(res, rep.files.meta)
