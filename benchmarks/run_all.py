@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "extract_throughput": (["--quick"], []),
     "report_scale": (["--trials", "100"], []),
     "report_folds": (["--trials", "20", "--folds", "2", "--seeds", "2"], []),
+    "baselines": (["--quick"], []),
 }
 
 

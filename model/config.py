@@ -24,6 +24,9 @@ def _fusions() -> tuple[str, ...]:
     return tuple(FUSIONS)  # read when checked: the table may grow at run time (a test adds one)
 
 
+POOLINGS = ("mean", "mean_std")  # temporal pooling of the encoders' frames (model/pooling.py)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The model's keys, each declared with its rule (study/keys.py). A fusion strategy's own
@@ -51,6 +54,8 @@ class ModelConfig:
     unimodal_weight: float = key(1.0, bound=NON_NEGATIVE, doc="weight of the audio/video head losses")
     head_hidden: int = key(256, bound=AT_LEAST_1, doc="MLP head: d_in -> d_model -> head_hidden -> K")
     head_bottleneck_relu: bool = key(False, doc="ReLU between head_hidden and K (official MLP: none)")
+    pooling: str = key("mean", choices=POOLINGS,
+                       doc="mean_std: statistics pooling of every pooled vector (model/pooling.py)")
     # task
     task: str = key("categorical", choices=TASKS, doc="or dimensional (arousal, valence, dominance)")
     n_outputs: int = key(6, bound=AT_LEAST_1)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from model.config import ModelConfig
 from model.conformer import CrossAttentionBlock, PostLNCrossAttentionBlock
-from model.heads import MLPHead, masked_mean
+from model.heads import MLPHead
+from model.pooling import build_pool
 
 
 @dataclass
@@ -138,17 +139,18 @@ class CrossModalFusion(nn.Module):
 
         self.a2v = nn.ModuleList(block() for _ in range(n_layers))
         self.v2a = nn.ModuleList(block() for _ in range(n_layers))
+        self.pool = nn.ModuleDict({d: build_pool(cfg.pooling, cfg.d_model) for d in ("a2v", "v2a")})
 
-    @staticmethod
-    def direction(stack: nn.ModuleList, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
-        """Queries x (P, Tx, D) attend over y (P, Ty, D) through `stack` -> pooled (P, D)."""
-        for blk in stack:
+    def direction(self, name: str, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+        """Queries x (P, Tx, D) attend over y (P, Ty, D) through the `name` ("a2v" | "v2a") stack
+        -> pooled (P, D) (ModelConfig.pooling)."""
+        for blk in getattr(self, name):
             x = blk(x, x_mask, y, y_mask)
-        return masked_mean(x, x_mask)
+        return self.pool[name](x, x_mask)
 
     def forward(self, a: Tensor, a_mask: Tensor, v: Tensor, v_mask: Tensor) -> Tensor:
-        xa = self.direction(self.a2v, a, a_mask, v, v_mask)  # (P, D)
-        xv = self.direction(self.v2a, v, v_mask, a, a_mask)  # (P, D)
+        xa = self.direction("a2v", a, a_mask, v, v_mask)  # (P, D)
+        xv = self.direction("v2a", v, v_mask, a, a_mask)  # (P, D)
         return torch.cat([xa, xv], dim=-1)  # (P, 2D)
 
 
@@ -340,11 +342,11 @@ class FoalNetFusion(FusionStrategy):
         d = fused.shape[1] // 2
         a2v = [fused[:, :d]]  # audio-query stream of the original pairs
         if rows.numel():
-            a2v.append(self.fuse.direction(self.fuse.a2v, inp.audio[rows], inp.audio_mask[rows],
+            a2v.append(self.fuse.direction("a2v", inp.audio[rows], inp.audio_mask[rows],
                                            inp.video[row_neg], inp.video_mask[row_neg]))
         v2a = [fused[:, d:]]
         if cols.numel():
-            v2a.append(self.fuse.direction(self.fuse.v2a, inp.video[cols], inp.video_mask[cols],
+            v2a.append(self.fuse.direction("v2a", inp.video[cols], inp.video_mask[cols],
                                            inp.audio[col_neg], inp.audio_mask[col_neg]))
         return 0.5 * (_pair_ce(self.match_a2v(torch.cat(a2v)), fused.shape[0])
                       + _pair_ce(self.match_v2a(torch.cat(v2a)), fused.shape[0]))

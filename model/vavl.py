@@ -33,6 +33,7 @@ from model.conformer import ConformerStack, zero_padding
 from model.fusion import FusionInput, build_fusion
 from model.heads import MLPHead, masked_mean
 from model.losses import RECON_WEIGHT, recon_sum, share_weighted, task_loss
+from model.pooling import build_pool
 
 MODALITIES = ("audio", "video")
 
@@ -106,6 +107,7 @@ class AVModel(nn.Module):
         dims = {"audio": cfg.audio_dim, "video": cfg.video_dim}
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], cfg) for m in MODALITIES})
         self.shared = SharedBlock(cfg) if cfg.use_shared and cfg.shared_layers > 0 else None
+        self.pool = nn.ModuleDict({m: build_pool(cfg.pooling, cfg.d_model) for m in MODALITIES})
         self.heads = nn.ModuleDict({m: _unimodal_head(cfg, cfg.n_outputs) for m in MODALITIES})
         self.recon = (nn.ModuleDict({m: _unimodal_head(cfg, dims[m]) for m in MODALITIES})
                       if cfg.recon_weight > 0 else None)
@@ -136,7 +138,7 @@ class AVModel(nn.Module):
         h = self.encoders[modality](x, mask)  # (N, T, D)
         if self.shared is not None:
             h = self.shared(h, mask)
-        pooled = masked_mean(h, mask)  # (N, D)
+        pooled = self.pool[modality](h, mask)  # (N, D)
         out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled))
         if self.recon is not None:
             out.recon = self.recon[modality](pooled)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from reports import baselines
 from reports.html import esc
 from reports.load import FIXED_CONDITIONS
 from reports.tables import STAGES, searched_data_conditions
@@ -73,6 +74,8 @@ def _modalities(rows: pd.DataFrame) -> tuple[dict, ...]:
 
 def check(results: pd.DataFrame | None, meta: dict) -> Sanity:
     empty = pd.DataFrame(columns=["trial_id", "stage", "split", "fusion", "condition", "flag"])
+    notes = tuple(baselines.warning_lines(results, meta))  # the searched strategies vs the probes
+    results = baselines.models(results)
     if results is None or results.empty:
         return Sanity(False, empty, (), (), _searched(results, meta), opt_in=_opt_in(meta))
     rows = results[results["condition"].notna()]
@@ -83,7 +86,7 @@ def check(results: pd.DataFrame | None, meta: dict) -> Sanity:
     norm = results.drop_duplicates("trial_id")["normalize"] if "normalize" in results else pd.Series(dtype=object)
     return Sanity(has, flagged[cols].reset_index(drop=True), _degenerate_trials(results),
                   _modalities(rows) if has else (), _searched(results, meta),
-                  int((norm.notna() & ~norm.fillna(True).astype(bool)).sum()), _opt_in(meta))
+                  int((norm.notna() & ~norm.fillna(True).astype(bool)).sum()), _opt_in(meta), notes)
 
 
 def _trial_list(ids, limit: int = 12) -> str:
@@ -109,6 +112,7 @@ def warnings(s: Sanity) -> list[tuple[str, str]]:
         out.append(("warn", f"Data condition searched inside cells: {name} varies between the search trials "
                     f"of one cell ({opt}), so each cell could pick its easiest data mix; cells do not compare "
                     "like with like."))
+    out += [("warn", note) for note in s.notes]
     if s.not_normalised:
         out.append(("warn", f"{s.not_normalised} trial(s) ran on features that were not z-scored with "
                     "training statistics (normalize = false)."))
@@ -133,4 +137,6 @@ def index_text(s: Sanity) -> str:
     if s.trials:
         parts.append(f"{len(s.trials)} degenerate trial(s)")
     parts += [f"{n} searched in cells" for n in s.searched_data]
+    if s.notes:
+        parts.append("no strategy beats the baseline on dev")
     return "; ".join(parts)

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from reports import figures, gather, paper, sanity, tabfmt, tables
+from reports import baselines, figures, gather, paper, sanity, tabfmt, tables
 from reports.html import FigureCounter, Section, esc, figure, fmt, kv_table, table
 from reports.importance import importance_data
 from reports.load import Context, StudyFiles
@@ -35,17 +35,23 @@ class Report:
     @cached_property
     def paper(self) -> paper.Paper | None:
         """The tables for papers (summary, per condition, per fold, paired); None before dev scores."""
-        return None if self.results is None else paper.build(self.results, self.ctx, self.files.meta,
+        # every row: the paper's tables hold the baselines as rows beside the strategies
+        return None if self.results is None else paper.build(self.files.results, self.ctx, self.files.meta,
                                                               self.correction)
 
     @property
     def results(self) -> pd.DataFrame | None:
-        r = self.files.results
+        """The searched strategies' rows (baseline rows: `baselines`)."""
+        r = baselines.models(self.files.results)
         return r if r is not None and len(r) else None
+
+    @property
+    def baselines(self) -> pd.DataFrame:
+        return baselines.baselines(self.files.results)
 
     @cached_property
     def sanity(self) -> sanity.Sanity:
-        return sanity.check(self.results, self.files.meta)
+        return sanity.check(self.files.results, self.files.meta)
 
     def fig(self, f) -> str:
         return figure(f, self.figs.next_id())
@@ -263,6 +269,12 @@ def leaderboard_body(rep: Report) -> str:
         parts.append(f"<h3>{esc(stage)} stage: {esc(split)} {esc(rep.ctx.metric)} per condition, {esc(ranked)} "
                      f"({esc(note)})</h3>" + _split(f"Selected on: nothing (every {stage} trial). "
                                                     f"Shown: {stage} stage, {split} split.") + table(tab))
+    base = baselines.baseline_table(rep.files.results, rep.ctx.metric) if rep.files.results is not None else None
+    if base is not None and len(base):
+        parts.append(f"<h3>baselines: {esc(rep.ctx.metric)} per condition, dev and test (linear probes on pooled "
+                     "features; see Baselines)</h3>" + _split("Selected on: the probe's regularisation on dev. "
+                                                              "Shown: baseline stage, dev and test splits.")
+                     + table(base))
     if not parts:
         raise Unavailable("No scored trials yet.")
     return "".join(parts)
@@ -308,13 +320,18 @@ def conditions_body(rep: Report) -> str:
             f"the best dev score on that condition; the winner is the best strategy on dev). "
             f"Shown: {'final stage, test split' if shown == ['test'] else ', '.join(shown) + ' split'}"
             + ("" if shown == ["test"] else " (dev where the final stage does not cover the configuration)") + ".")
+    df = _with_probe(rep, df, dims, shown)
     win = df[df["winner"]].copy()
-    runner = df[~df["winner"]].groupby([*dims, "condition"], sort=False).head(1).set_index([*dims, "condition"])
+    runner = df[~df["winner"] & (df["fusion"] != baselines.PROBE)]
+    runner = runner.groupby([*dims, "condition"], sort=False).head(1).set_index([*dims, "condition"])
     keys = list(zip(*[win[c] for c in [*dims, "condition"]]))
     win["runner-up"] = [runner["fusion"].get(k, "") for k in keys]
     win["runner-up shown"] = [runner["shown"].get(k, float("nan")) for k in keys]
+    probe = df[df["fusion"] == baselines.PROBE].set_index([*dims, "condition"])
+    win["probe dev"] = [probe["dev"].get(k, float("nan")) for k in keys]
+    win["probe shown"] = [probe["shown"].get(k, float("nan")) for k in keys]
     cols = [*dims, "condition", "fusion", "augmentation", "dev", "shown", "shown_split", "runner-up",
-            "runner-up shown", "config_id"]
+            "runner-up shown", "probe dev", "probe shown", "config_id"]
     tab = win[cols].rename(columns={"fusion": "best strategy (dev)", "dev": f"dev {rep.ctx.metric}",
                                     "shown": f"shown {rep.ctx.metric}"})
     every = df.rename(columns={"dev": f"dev {rep.ctx.metric}", "shown": f"shown {rep.ctx.metric}"})
@@ -322,6 +339,44 @@ def conditions_body(rep: Report) -> str:
             + "<h3>Best strategy per data condition and test condition</h3>" + table(tab)
             + f"<details><summary>every strategy, with the augmentation of its dev-selected configuration "
               f"({len(df)} rows)</summary>{table(every)}</details>")
+
+
+def _with_probe(rep: Report, df: pd.DataFrame, dims: list[str], shown: list[str]) -> pd.DataFrame:
+    """The condition table with the probe's row per (data condition, test condition): its dev score
+    and its score on the shown split (never a winner: it is not a searched strategy)."""
+    base = rep.baselines
+    if base.empty:
+        return df
+    split = "test" if shown == ["test"] else "dev"
+    rows = []
+    for key in df[[*dims, "condition"]].drop_duplicates().itertuples(index=False):
+        at = dict(zip([*dims, "condition"], key))
+        rate = at.get("train_missing_rate")
+        dev, tid = baselines.baseline_score(base, at["condition"], rep.ctx.metric, "dev", rep.ctx.maximize, rate)
+        if not tid:
+            continue
+        other, _ = baselines.baseline_score(base, at["condition"], rep.ctx.metric, split, rep.ctx.maximize, rate)
+        rows.append({**at, "fusion": baselines.PROBE, "augmentation": "", "dev": dev, "shown": other,
+                     "shown_split": split, "winner": False, "config_id": tid})
+    return pd.concat([df, pd.DataFrame(rows)], ignore_index=True) if rows else df
+
+
+def baselines_body(rep: Report) -> str:
+    base = rep.baselines
+    if base.empty:
+        return _split("Selected on: nothing (no baseline rows). Shown: nothing.") + _note(
+            "This study has no baseline rows (a study from before baselines existed, or a spec with "
+            "`baselines: false`).")
+    res = rep.files.results
+    tab = baselines.baseline_table(res, rep.ctx.metric)
+    gap = baselines.gap_table(res, rep.files.meta)
+    chosen = base.drop_duplicates("trial_id")[["trial_id", "train_missing_rate", "config"]]
+    body = (_split("Selected on: dev (the probes' regularisation; the best model configuration on the selection "
+                   "split). Shown: dev and test splits.")
+            + "<h3>Linear probes per training missing rate</h3>" + table(tab))
+    if len(gap):
+        body += "<h3>Best searched configuration vs best baseline, on dev</h3>" + table(gap)
+    return body + f"<details><summary>probe settings (config)</summary>{table(chosen, cls='wrap')}</details>"
 
 
 def pareto_body(rep: Report) -> str:
@@ -463,6 +518,12 @@ SECTIONS: tuple[SectionDef, ...] = (
                "parameters ([data] and [augmentation] marked); the final stage is ordered by its configuration's "
                "dev objective, not by test. Click a header to sort; large studies show the best 200.",
                leaderboard_body),
+    SectionDef("baselines", "Baselines", "Linear probes on pooled features (per utterance mean and std of every "
+               "feature dimension, z-scored with training statistics; logistic or ridge regression, "
+               "regularisation chosen on dev) for audio, video and their concatenation, fitted per training "
+               "missing rate and evaluated under the same test conditions (a sample that lost a stream: the "
+               "single-stream probe). A searched strategy that does not beat them on dev has learnt less than a "
+               "linear model of its inputs; the banner says so.", baselines_body),
     SectionDef("heatmap", "Robustness heatmap", "One panel per fusion strategy: a row is a data condition (share "
                "of unpaired training data r, and audio_only_share when the study varies it), a column a test "
                "condition or a family's robustness area; brighter is better, so look at how fast a row fades "

@@ -164,7 +164,7 @@ def test_spaces_lists_parameters_with_ranges(capsys):
     assert main(["spaces"]) == 0
     out = capsys.readouterr().out
     lines = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in out.splitlines() if ln.startswith("  ")}
-    assert lines["lr"] == "float [0.001, 0.006] (log)"  # optimisation_tiny is listed last of the two
+    assert lines["lr"] == "float [0.002, 0.006] (log)"  # optimisation_tiny is listed last of the two
     assert "optimisation: AdamW" in out and "float [1e-05, 0.003] (log)" in out
     assert lines["shared_layers"].endswith("when use_shared=True")
     assert lines["gated_hidden"] == "one of 16, 64, 128 when fusion='gated'"

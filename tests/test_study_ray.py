@@ -95,7 +95,15 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     assert res.normalize.all() and search.unpaired_share.between(0.4, 0.8).all()
     assert set(final.split) == {"test"} and set(final.condition) == FULL
     assert final.trial_id.nunique() == 1 and (final.status == "completed").all()
-    assert res.trial_id.str.startswith(("search-", "rerun-", "final-")).all()
+    assert res.trial_id.str.startswith(("search-", "rerun-", "final-", "baseline-")).all()
+    # the linear probes: one trial per training missing rate, dev and test, every condition
+    base = res[res.kind == "baseline"]
+    assert (res.kind == "model").sum() == (res.stage != "baseline").sum()
+    assert set(base.trial_id) == {"baseline-probe-r0.5"} and set(base.stage) == {"baseline"}
+    assert set(base.fusion) == {"probe"} and base.cell.eq("fusion=probe|r=0.5").all()
+    assert set(base.split) == {"dev", "test"} and (base.status == "completed").all() and set(base.seed) == {0}
+    assert all(set(g.condition) == FULL for _, g in base.groupby("split"))
+    assert json.loads(base.config.iloc[0])["pooling"] == "mean+std"
     miss = final[final.condition.str.startswith("miss_")]
     assert miss.test_missing_rate.notna().all() and final[final.condition == "av"].test_missing_rate.isna().all()
 
@@ -123,6 +131,7 @@ def test_failing_trials_are_recorded_not_fatal(ray_session, synth_cache, tmp_pat
     raw["fixed"] = {**raw["fixed"], "n_heads": 3}  # d_model=16 is not divisible by 3
     out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
+    res = res[res.kind == "model"]  # the baseline stage's rows aside
     assert len(res) == 2 and (res.status == "failed").all()
     assert res.split.isna().all() and res.condition.isna().all()
     assert res.error.str.contains("n_heads").all()
@@ -135,6 +144,7 @@ def test_ray_train_worker_group_mode(ray_session, synth_cache, tmp_path):
                 resources={"workers": 1, "cpus_per_worker": 1, "mode": "train"})
     out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
+    res = res[res.kind == "model"]  # the baseline stage's rows aside
     assert set(res.stage) == {"search", "rerun", "final"}
     assert (res.status == "completed").all() and set(res[res.stage == "final"].split) == {"test"}
     assert (out / "ray" / "train-runs").is_dir()  # the TorchTrainer runs' own storage
@@ -155,6 +165,7 @@ def test_two_worker_ray_train_trial_finishes(ray_session, synth_cache, tmp_path)
                 resources={"workers": 2, "cpus_per_worker": 1, "mode": "train"})
     out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
+    res = res[res.kind == "model"]  # the baseline stage's rows aside
     assert set(res.stage) == {"search", "rerun", "final"} and (res.status == "completed").all()
     assert set(res.workers) == {2} and set(res.cpus) == {2.0}
     assert {json.loads(c)["schedule"] for c in res.config} == {"three_pass"}

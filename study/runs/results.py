@@ -25,7 +25,7 @@ from study.runs.spec import StudySpec, data_location
 from study.training.config import unwrap_job
 from study.training.sanity import degenerate
 
-STAGES = vocab.STAGES
+STAGES = vocab.STAGES  # and "baseline": the probes' rows (kind "baseline")
 ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
             "train_missing_rate", "seed", "status", "error", "split", "condition",
             "test_missing_rate")
@@ -141,6 +141,9 @@ def _metric_row(m: dict) -> dict:
     return row
 
 
+metric_row = _metric_row  # the baseline stage's rows take the same layout (study/runs/baselines.py)
+
+
 def _int(v: Any) -> int | None:
     return None if v is None else int(v)
 
@@ -197,6 +200,7 @@ def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(results):
         results = results.drop_duplicates(["trial_id", "stage", "split", "condition"],
                                           keep="last")
+        results["kind"] = results["kind"].fillna("model") if "kind" in results else "model"
         first = [c for c in ROW_KEYS if c in results.columns]
         results = results[first + [c for c in results.columns if c not in first]]
     curves = read_parts(study_dir, "curves")

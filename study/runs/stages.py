@@ -329,6 +329,7 @@ def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
 def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
                   verbose: int, mirror: StudyMirror | None) -> Path:
     from study.data.dataset import open_dataset
+    from study.runs.baselines import run_baselines
     from study.runs.ray_exec import ensure_data, init_ray
 
     prepare_study_dir(spec, study_dir, resume, mirror)
@@ -339,6 +340,8 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
     R.write_study_json(study_dir, spec, "running")
     study.push()
     try:
+        if run_baselines(spec, study_dir, data_dir):  # the probes' rows, once per study
+            study.push()
         for i, cell in enumerate(spec.cells.items()):
             study.search_cell(i, cell)
         study.rerun_and_final()

@@ -101,7 +101,7 @@ def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any
 
 TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "search", "fixed", "cells", "searcher",
             "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage",
-            "search_data_conditions", "failure", "optuna_storage", "tracking")
+            "search_data_conditions", "failure", "optuna_storage", "tracking", "baselines")
 
 
 def _dataset(raw: Mapping) -> DatasetSpec:
@@ -351,6 +351,8 @@ SECTIONS: dict[str, Callable[[Mapping], Any]] = {
                                                  "search_data_conditions"),
     "failure": lambda raw: _failure(raw), "optuna_storage": lambda raw: _optuna_storage(raw),
     "tracking": lambda raw: _tracking(raw),
+    # `baselines: true|false` (default true): fit the pooled linear probes once per study
+    "baselines": lambda raw: _typed(raw.get("baselines", True), bool, "baselines"),
 }
 
 

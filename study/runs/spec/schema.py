@@ -142,6 +142,7 @@ class StudySpec:
     optuna_storage: str | None = None
     # opt-in experiment tracking through Ray's logger callbacks (study/runs/tracking.py)
     tracking: Mapping[str, Any] = field(default_factory=dict)
+    baselines: bool = True  # the pooled linear probes as rows of the study (study/runs/baselines.py)
 
     @property
     def primary_metric(self) -> str:
@@ -159,7 +160,7 @@ class StudySpec:
             d.pop("search_data_conditions")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
         for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {}),
-                             ("search", {})):
+                             ("search", {}), ("baselines", True)):
             if getattr(self, key) == default:  # spec.yaml of older studies unchanged
                 d.pop(key)
         return _plain(d)
