@@ -20,6 +20,7 @@ import yaml
 
 from model.config import PRESETS
 from model.registry import FUSIONS
+from study.data.folds import FoldError, FoldsSpec, folds_from_dict
 from study.runs.storage import join_uri
 from study.training.config import FLAT_KEYS, check_flat, objective_key, primary_metric
 from study.training.rules import clip, short
@@ -44,6 +45,7 @@ class DatasetSpec:
     synth_preset: str = "crema-d"  # used when path is None: built-in synthetic corpus
     synth_scale: str = "tiny"
     synth_seed: int = 0
+    folds: FoldsSpec | None = None  # several partitions of the dataset (study/data/folds.py)
 
     @property
     def is_synth(self) -> bool:
@@ -150,6 +152,8 @@ class StudySpec:
     optuna_storage: str | None = None
     # opt-in experiment tracking through Ray's logger callbacks (study/runs/tracking.py)
     tracking: Mapping[str, Any] = field(default_factory=dict)
+    # with dataset.folds: search on the first fold's dev, or on the mean dev score over folds
+    search_folds: str = "first"
 
     @property
     def primary_metric(self) -> str:
@@ -162,6 +166,10 @@ class StudySpec:
         ds = self.dataset
         d["dataset"] = ({"path": ds.path} if ds.path is not None else {"synth": {
             "preset": ds.synth_preset, "scale": ds.synth_scale, "seed": ds.synth_seed}})
+        if ds.folds is not None:
+            d["dataset"]["folds"] = ds.folds.to_dict()
+        else:
+            d.pop("search_folds")  # spec.yaml of one-partition studies unchanged
         if not self.search_data_conditions:  # the default: spec.yaml of older studies unchanged
             d.pop("search_data_conditions")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
@@ -238,21 +246,48 @@ def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any
 
 TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "fixed", "cells", "searcher",
             "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage",
-            "search_data_conditions", "failure", "optuna_storage", "tracking")
+            "search_data_conditions", "failure", "optuna_storage", "tracking", "search_folds")
 
 
 def _dataset(raw: Mapping) -> DatasetSpec:
-    d = _check_keys(raw.get("dataset"), ("path", "synth"), "dataset")
+    d = _check_keys(raw.get("dataset"), ("path", "synth", "folds"), "dataset")
+    folds = _folds(d)
+    if folds is not None and folds.entries and not {"path", "synth"} & set(d):
+        d["path"] = folds.entries[0]  # listed fold datasets: the first names classes and dims
     if ("path" in d) == ("synth" in d):
         raise SpecError("dataset: give exactly one of `path` or `synth`")
     if "path" in d:
-        return DatasetSpec(path=_typed(d["path"], str, "dataset.path"))
+        return DatasetSpec(path=_typed(d["path"], str, "dataset.path"), folds=folds)
     s = _check_keys(d["synth"], ("preset", "scale", "seed"), "dataset.synth")
-    return DatasetSpec(
+    return DatasetSpec(folds=folds,
         synth_preset=_typed(s.get("preset", "crema-d"), str, "dataset.synth.preset"),
         synth_scale=_choice(_typed(s.get("scale", "tiny"), str, "dataset.synth.scale"),
                             ("tiny", "small", "full"), "dataset.synth.scale"),
         synth_seed=_typed(s.get("seed", 0), int, "dataset.synth.seed"))
+
+
+def _folds(d: Mapping) -> FoldsSpec | None:
+    """dataset.folds: {by, k, seed, dev, dev_share} or a list of datasets / partition CSVs."""
+    if "folds" not in d:
+        return None
+    try:
+        folds = folds_from_dict(d["folds"])
+    except FoldError as exc:
+        raise SpecError(str(exc)) from None
+    csvs = [e for e in folds.entries if e.lower().endswith(".csv")]
+    if csvs and "path" not in d and "synth" not in d:
+        raise SpecError(f"dataset.folds: partition file {csvs[0]!r} needs the dataset it "
+                        "partitions: give dataset.path (or dataset.synth)")
+    return folds
+
+
+def _search_folds(raw: Mapping, folds: FoldsSpec | None) -> str:
+    if "search_folds" not in raw:
+        return "first"
+    if folds is None:
+        raise SpecError("search_folds: only with dataset.folds (a one-partition study has one fold)")
+    return _choice(_typed(raw["search_folds"], str, "search_folds"), ("first", "mean"),
+                   "search_folds")
 
 
 def _task(raw: Mapping) -> TaskSpec:
@@ -435,7 +470,8 @@ def spec_from_dict(raw: Any) -> StudySpec:
                      resources=_resources(raw), objectives=_objectives(raw), seeds=seeds,
                      top_k=top_k, storage=storage, search_data_conditions=search_dc)
     spec = dataclasses.replace(spec, failure=_failure(raw), optuna_storage=_optuna_storage(raw))
-    spec = dataclasses.replace(spec, tracking=_tracking(raw))
+    spec = dataclasses.replace(spec, tracking=_tracking(raw),
+                               search_folds=_search_folds(raw, spec.dataset.folds))
     _consistency(spec)
     return spec
 
