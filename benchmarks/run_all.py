@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "checkpoint_bytes": (["--quick"], []),
     "extract_throughput": (["--quick"], []),
     "report_scale": (["--trials", "100"], []),
+    "resplit_bytes": (["--quick"], []),
 }
 
 
