@@ -63,6 +63,7 @@ def test_a_study_over_three_speaker_folds(ray_session, tmp_path, monkeypatch):
     av = res[(res.stage == "final") & (res.condition == "av")]
     per_fold = av.groupby(["fusion", "fold"]).macro_f1.mean().unstack("fold")
     mean = per_fold.mean(axis=1)
+    print("final test av macro-F1, mean over seeds, per fold:\n", per_fold.round(3).to_string())
     assert mean["vavl"] > mean["late"] + 0.05, per_fold
 
     table = progress_table(out)

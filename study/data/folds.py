@@ -303,12 +303,13 @@ def folds_home(spec: FoldsSpec, data_dir: str | Path) -> Path:
     return cache / "folds" / f"{parent.name}-{h.hexdigest()}"
 
 
-def ensure_folds(spec: FoldsSpec, data_dir: str | Path) -> list[str]:
+def ensure_folds(spec: FoldsSpec, data_dir: str | Path, home: str | Path | None = None) -> list[str]:
     """The K fold dataset directories of a study, made once per node (file lock; cheap after).
-    Listed dataset directories are used as they are; the rest are written under folds_home."""
+    Listed dataset directories are used as they are; the rest are written under `home` (the
+    driver's folds_home, passed to every trial; by default this node's)."""
     if spec.entries and not any(is_partition_file(e) for e in spec.entries):
         return [str(Path(e).expanduser().resolve()) for e in spec.entries]
-    home = folds_home(spec, data_dir)
+    home = Path(home) if home is not None else folds_home(spec, data_dir)
     dirs = [str(home / f"fold{i}") if not spec.entries or is_partition_file(e) else
             str(Path(e).expanduser().resolve())
             for i, e in enumerate(spec.entries or [None] * spec.k)]

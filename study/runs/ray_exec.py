@@ -53,6 +53,7 @@ class TrialContext:
     checkpoint_every: int = 1  # epochs between checkpoints; the last epoch always saves one
     folds: Any = None  # dataset.folds (FoldsSpec.to_dict(), entries absolute), None: one partition
     trial_folds: tuple[int, ...] = (0,)  # folds a trial trains when its job names none (search)
+    folds_dir: str | None = None  # where the driver's folds are (made again there if missing)
 
     @property
     def threads(self) -> int:
@@ -96,7 +97,7 @@ def fold_data_dir(ctx: TrialContext, fold: int) -> str:
         return data_dir
     from study.data.folds import ensure_folds, folds_from_dict
 
-    return ensure_folds(folds_from_dict(ctx.folds), data_dir)[fold]
+    return ensure_folds(folds_from_dict(ctx.folds), data_dir, ctx.folds_dir)[fold]
 
 
 def trial_folds(ctx: TrialContext, meta: dict) -> tuple[int, ...]:

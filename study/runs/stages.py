@@ -87,7 +87,7 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
 
     data_dir, synth = data_location(spec)
     r = spec.resources
-    return TrialContext(**fold_context(spec), data_dir=data_dir, model_preset=spec.model_preset,
+    return TrialContext(**fold_context(spec, data_dir), data_dir=data_dir, model_preset=spec.model_preset,
                         objectives=tuple((o.condition, o.metric, o.mode) for o in spec.objectives),
                         evaluate_test=evaluate_test, workers=r.workers,
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
@@ -96,9 +96,12 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
                         checkpoint_every=spec.failure.checkpoint_every)
 
 
-def fold_context(spec: StudySpec) -> dict:
-    """TrialContext's folds: the spec's (listed paths made absolute: trials run elsewhere) and
-    the folds a search trial trains (the first, or every one for search_folds: mean)."""
+def fold_context(spec: StudySpec, data_dir: str) -> dict:
+    """TrialContext's folds: the spec's (listed paths made absolute: trials run elsewhere), the
+    folds a search trial trains (the first, or every one for search_folds: mean), and where the
+    driver keeps them (every trial uses that path, whatever its own $AVSTUDY_CACHE)."""
+    from study.data.folds import folds_home
+
     folds = spec.dataset.folds
     if folds is None:
         return {}
@@ -106,7 +109,9 @@ def fold_context(spec: StudySpec) -> dict:
         folds = dataclasses.replace(folds, entries=tuple(
             str(Path(e).expanduser().resolve()) for e in folds.entries))
     search = tuple(range(folds.n)) if spec.search_folds == "mean" else (0,)
-    return {"folds": folds.to_dict(), "trial_folds": search}
+    home = (str(folds_home(folds, data_dir)) if (Path(data_dir) / "manifest.parquet").exists()
+            else None)  # a synthetic corpus not generated yet: the driver asks again after
+    return {"folds": folds.to_dict(), "trial_folds": search, "folds_dir": home}
 
 
 def study_folds(spec: StudySpec) -> tuple[int, ...]:
@@ -372,10 +377,9 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
 
     prepare_study_dir(spec, study_dir, resume, mirror)
     init_ray()
-    ctx = trial_context(spec, ray_storage, "data", evaluate_test=False)
-    data_dir = ensure_data(ctx)
+    data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
     open_dataset(data_dir)  # validate every file and frame once, before any trial starts
-    check_folds_once(spec, ctx)
+    check_folds_once(spec, trial_context(spec, ray_storage, "data", evaluate_test=False))
     study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose, mirror=mirror)
     R.write_study_json(study_dir, spec, "running")
     study.push()
