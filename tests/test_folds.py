@@ -221,3 +221,19 @@ def test_selection_on_the_fold_mean_and_a_rerun_per_fold():
     assert {j["meta"]["parent_trial_id"] for j in jobs} == {"bb"}
     one = spec_from_dict({**_raw(), "seeds": [0, 1]})   # no folds: as before, no fold in meta
     assert all("fold" not in j["meta"] for j in rerun_jobs(one, _search_rows({"a": [0.5]})))
+
+
+def test_plan_counts_every_fold_and_checks_the_folds(data):
+    from study.runs.plan import check_data, stage_plan
+
+    raw = {**_raw(folds={"by": "speaker", "k": 3}), "search_folds": "mean", "seeds": [0, 1],
+           "budget": {"trials_per_cell": 4, "max_epochs": 5}, "cells": {"fusion": ["late", "vavl"]}}
+    plan = {st.name: st for st in stage_plan(spec_from_dict(raw))}
+    assert (plan["search"].trials, plan["search"].max_epochs_per_trial) == (8, 15)  # 3 folds each
+    assert plan["rerun"].trials == plan["final"].trials == 2 * 1 * 2 * 3   # cells x top_k x seeds x folds
+    raw["dataset"] = {"path": str(data), "folds": {"by": "speaker", "k": 30}}
+    with pytest.raises(FoldError, match="30 folds but the dataset has only 24 speakers"):
+        check_data(spec_from_dict(raw))
+    raw["dataset"]["folds"]["k"] = 4
+    assert "4 speaker-disjoint folds (seed 0; dev = the next speaker group): valid" in check_data(
+        spec_from_dict(raw))[1]
