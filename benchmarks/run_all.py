@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "report_scale": (["--trials", "100"], []),
     "report_folds": (["--trials", "20", "--folds", "2", "--seeds", "2"], []),
     "baselines": (["--quick"], []),
+    "resplit_bytes": (["--quick"], []),
 }
 
 

@@ -73,11 +73,24 @@ def _add_data(sub) -> None:
                         "a sweep reading the old files keeps its copy)")
     d = dsub.add_parser("describe", help="validate a dataset directory and summarise it")
     d.add_argument("dir", type=Path, help="dataset directory (dataset.json, manifest.parquet, *.arrow)")
+    r = dsub.add_parser("resplit", help="a new partition of a dataset over its feature files (no "
+                        "re-extraction, no copy: a manifest and dataset.json pointing at them)")
+    r.add_argument("dataset", type=Path, help="dataset directory to resplit")
+    r.add_argument("--partition", required=True, type=Path,
+                   help="CSV with utt_id (or FileName) and split (or Split_Set: Train/Development/"
+                        "Test), e.g. VAVL's label_consensus_N.csv; its rows are the new dataset's")
+    r.add_argument("--out", required=True, type=Path, help="new dataset directory")
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
 def _run_data(args) -> int:
     from study.data.dataset import describe, open_dataset
-    if args.data_cmd == "synth":
+    if args.data_cmd == "resplit":
+        from study.data.folds import resplit
+        out = resplit(args.dataset, args.partition, args.out, overwrite=args.overwrite)
+        print(f"wrote {out} (features read from {args.dataset}): "
+              f"{describe(open_dataset(out, check_values=False))}")
+    elif args.data_cmd == "synth":
         out = synth_to(args.out, args.preset, args.scale, args.seed, args.overwrite)
         print(f"wrote {out}: {describe(open_dataset(out, check_values=False))}")
     else:

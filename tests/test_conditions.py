@@ -296,9 +296,11 @@ def test_training_augmentation_redrawn_each_epoch_and_recorded(data, monkeypatch
 
 
 def test_finish_evaluates_families_on_dev_once_and_everything_on_test():
-    from study.runs.ray_exec import TrialContext, _finish
+    from study.runs.ray_exec import FoldRun, TrialContext, _finish
 
     class Stub:
+        best_epoch = 3
+
         def __init__(self):
             self.log = []
 
@@ -315,13 +317,13 @@ def test_finish_evaluates_families_on_dev_once_and_everything_on_test():
 
     ctx = TrialContext(data_dir="x", model_preset="tiny", objectives=(("av", "macro_f1", "max"),))
     s = Stub()
-    out = _finish(s, ctx, [{"condition": "av"}])
+    out = _finish([FoldRun(0, s, best_rows=[{"condition": "av"}])], ctx)
     assert s.log == ["restore", ("families", "dev")] and "test_rows" not in out
     assert [r["condition"] for r in json.loads(out["best_rows"])] == ["av", "async_200ms"]
     s = Stub()
-    out = _finish(s, TrialContext(**{**ctx.to_dict(), "evaluate_test": True}), [])
+    out = _finish([FoldRun(2, s)], TrialContext(**{**ctx.to_dict(), "evaluate_test": True}))
     assert s.log == ["restore", ("families", "dev"), ("evaluate", "test", True)]
-    assert json.loads(out["test_rows"]) == [{"condition": "av"}]
+    assert json.loads(out["test_rows"]) == [{"condition": "av", "fold": 2, "best_epoch": 3}]
 
 
 def test_default_levels_cover_the_issue_ranges():

@@ -215,7 +215,14 @@ class Dataset:
         return self.features["video"].get(utt_id)
 
     def split(self, name: str) -> pd.DataFrame:
+        """The rows of split `name`; a dataset whose dev is its test split (dataset.json
+        `dev_from: "test"`, a fold resplit for Foal-Net's protocol) returns test for dev."""
+        if name == "dev" and self.meta.get("dev_from") == "test":
+            name = "test"
         return self.manifest[self.manifest["split"] == name].reset_index(drop=True)
+
+    def feature_path(self, modality: str) -> Path:
+        return feature_dir(self.root, self.meta) / f"{modality}.arrow"
 
     def soft_columns(self) -> list[str]:
         cols = [f"soft_{c}" for c in self.classes]
@@ -228,13 +235,27 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     root = Path(root)
     meta = _read_meta(root)
     manifest = _read_manifest(root, meta)
-    features = {m: FeatureFile(_need(root / f"{m}.arrow"), int(meta[m]["dim"]), full_check=check_values)
+    feats_at = feature_dir(root, meta)
+    features = {m: FeatureFile(_need(feats_at / f"{m}.arrow"), int(meta[m]["dim"]),
+                               full_check=check_values)
                 for m in MODALITIES}
     for modality, feats in features.items():
         _check_coverage(manifest, modality, feats)
         if check_values:
             _check_finite(manifest, modality, feats)
     return Dataset(root, meta, manifest, features)
+
+
+def feature_dir(root: Path, meta: dict) -> Path:
+    """Where the Arrow feature files are: the dataset directory, or, for a resplit dataset
+    (study/data/folds.py), dataset.json `features_dir` (relative to the dataset directory)."""
+    rel = meta.get("features_dir")
+    if rel is None:
+        return root
+    if not isinstance(rel, str) or not rel:
+        raise DatasetError(f"{root / 'dataset.json'}: field 'features_dir' must be a path (the "
+                           f"directory holding audio.arrow and video.arrow), got {_clip(repr(rel))}")
+    return (root / rel).resolve()
 
 
 def _need(path: Path) -> Path:
@@ -300,7 +321,7 @@ def _read_manifest(root: Path, meta: dict) -> pd.DataFrame:
     if len(both_missing):
         raise DatasetError(f"{path}: row {both_missing.index[0]} (utt_id "
                            f"{both_missing['utt_id'].iloc[0]!r}) has neither audio nor video")
-    _check_splits(path, df)
+    _check_splits(path, df, meta.get("dev_from"))
     _check_labels(path, df, meta)
     return df
 
@@ -319,9 +340,17 @@ def _flags(path: Path, df: pd.DataFrame, col: str) -> pd.Series:
     return df[col].astype(bool)
 
 
-def _check_splits(path: Path, df: pd.DataFrame) -> None:
+def _check_splits(path: Path, df: pd.DataFrame, dev_from: str | None = None) -> None:
+    """Splits are speaker-independent. dataset.json `dev_from` (fold resplits): "train" = dev is
+    a share of the training speakers' utterances (only test must be speaker-disjoint); "test" =
+    dev is the test split itself (no dev rows)."""
     if "split" not in df.columns:
         return
+    if dev_from not in (None, "speakers", "train", "test"):
+        raise DatasetError(f"{path.parent / 'dataset.json'}: dev_from {_clip(repr(dev_from))} is "
+                           "not one of 'speakers', 'train', 'test'")
+    if dev_from == "train":
+        df = df.assign(split=df["split"].replace({"dev": "train"}))
     bad = df[~df["split"].isin(SPLITS)]
     if len(bad):
         raise DatasetError(f"{path}: row {bad.index[0]} (utt_id {bad['utt_id'].iloc[0]!r}) has "

@@ -73,7 +73,7 @@ def split_key(ds: Dataset, split: str = "train") -> str:
     h = hashlib.blake2b(digest_size=10)
     h.update(f"v{STATS_VERSION}|{split}".encode())
     for m in MODALITIES:
-        f = ds.root / f"{m}.arrow"
+        f = ds.feature_path(m)
         st = f.stat()
         h.update(f"|{m}:{ds.meta[m]['dim']}:{st.st_size}:{st.st_mtime_ns}".encode())
     rows = sorted(zip(frame["utt_id"].astype(str), frame["has_audio"], frame["has_video"]))

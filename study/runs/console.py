@@ -43,8 +43,9 @@ def expected_rows(spec: StudySpec) -> list[Row]:
     rows = [Row(f"search-{cell_slug(c['fusion'], c['train_missing_rate'])}", "search",
                 cell_name(c["fusion"], c["train_missing_rate"]), spec.budget.trials_per_cell)
             for c in spec.cells.items()]
-    rows.append(Row("rerun", "rerun", "top-k x seeds",
-                    len(spec.cells.items()) * spec.top_k * len(spec.seeds)))
+    folds = spec.dataset.folds.n if spec.dataset.folds is not None else 1
+    rows.append(Row("rerun", "rerun", "top-k x seeds" + (f" x {folds} folds" if folds > 1 else ""),
+                    len(spec.cells.items()) * spec.top_k * len(spec.seeds) * folds))
     return rows
 
 
@@ -121,7 +122,12 @@ class LiveView:
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(self.HEAD)]
         line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
         key = self.spec.objectives[0].key
-        return ([f"study {self.spec.name}  ({self.summary(snap)})", line(self.HEAD)]
+        folds = self.spec.dataset.folds
+        head = [f"study {self.spec.name}  ({self.summary(snap)})"] + (
+            [f"folds: {folds.describe()}; search on "
+             f"{'fold 0' if self.spec.search_folds == 'first' else 'the mean over folds'}"]
+            if folds is not None else [])
+        return (head + [line(self.HEAD)]
                 + [line(c) for c in cells] + [f"best = best-epoch dev {key} so far"])
 
     def summary(self, snap: list[dict]) -> str:

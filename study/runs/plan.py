@@ -59,9 +59,12 @@ class StagePlan:
 
 def stage_plan(spec: StudySpec) -> list[StagePlan]:
     cells = len(spec.cells.items())
-    rerun = cells * spec.top_k * len(spec.seeds)
+    folds = spec.dataset.folds.n if spec.dataset.folds is not None else 1
+    rerun = cells * spec.top_k * len(spec.seeds) * folds  # x every fold
     epochs = spec.budget.rerun_max_epochs or spec.budget.max_epochs
-    return [StagePlan("search", cells, cells * spec.budget.trials_per_cell, spec.budget.max_epochs),
+    per_search = folds if spec.search_folds == "mean" else 1  # a trial trains each fold
+    return [StagePlan("search", cells, cells * spec.budget.trials_per_cell,
+                      spec.budget.max_epochs * per_search),
             StagePlan("rerun", 1, rerun, epochs),
             StagePlan("final", 1, rerun, 0)]
 
@@ -107,7 +110,13 @@ def check_data(spec: StudySpec) -> tuple[str | None, str]:
             raise SpecError(f"dataset.path: {data_dir} holds no dataset.json")
         return None, f"synthetic corpus {'/'.join(map(str, synth))}: generated at the first run ({data_dir})"
     ds = open_dataset(data_dir)  # full validation, as the sweep does once per study
-    return data_dir, f"{data_dir}: valid; {describe(ds)}"
+    folds = spec.dataset.folds
+    if folds is not None:  # made (manifests only) and checked as the sweep does
+        from study.data.folds import check_study_folds, ensure_folds
+
+        check_study_folds(folds, ensure_folds(folds, data_dir))
+    note = f"; {folds.describe()}: valid" if folds is not None else ""
+    return data_dir, f"{data_dir}: valid; {describe(ds)}{note}"
 
 
 # ----------------------------------------------------------------------------- probe

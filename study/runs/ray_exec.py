@@ -52,6 +52,9 @@ class TrialContext:
     synth: tuple[str, str, int] | None = None  # regenerate the synthetic corpus where missing
     worker_retries: int = 0  # Ray Train FailureConfig.max_failures (spec failure.worker_retries)
     checkpoint_every: int = 1  # epochs between checkpoints; the last epoch always saves one
+    folds: Any = None  # dataset.folds (FoldsSpec.to_dict(), entries absolute), None: one partition
+    trial_folds: tuple[int, ...] = (0,)  # folds a trial trains when its job names none (search)
+    folds_dir: str | None = None  # where the driver's folds are (made again there if missing)
 
     @property
     def threads(self) -> int:
@@ -65,6 +68,7 @@ class TrialContext:
         d = dict(d)
         d["objectives"] = tuple(tuple(o) for o in d["objectives"])
         d["synth"] = tuple(d["synth"]) if d.get("synth") else None
+        d["trial_folds"] = tuple(d.get("trial_folds", (0,)))
         return cls(**d)
 
 
@@ -85,6 +89,21 @@ def ensure_data(ctx: TrialContext) -> str:
             preset, scale, seed = ctx.synth
             make_corpus(root, preset=preset, scale=scale, seed=seed, progress=False)
     return str(root)
+
+
+def fold_data_dir(ctx: TrialContext, fold: int) -> str:
+    """The dataset directory of one fold (a one-partition study: the dataset itself, fold 0)."""
+    data_dir = ensure_data(ctx)
+    if ctx.folds is None:
+        return data_dir
+    from study.data.folds import ensure_folds, folds_from_dict
+
+    return ensure_folds(folds_from_dict(ctx.folds), data_dir, ctx.folds_dir)[fold]
+
+
+def trial_folds(ctx: TrialContext, meta: dict) -> tuple[int, ...]:
+    """A rerun job names its fold; a search trial trains ctx.trial_folds (first, or all)."""
+    return (int(meta["fold"]),) if "fold" in meta else ctx.trial_folds
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -108,36 +127,70 @@ def _rows_json(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- per-worker loop
 
 
+@dataclass
+class FoldRun:
+    """One fold's session inside a trial, its best-epoch dev rows and this epoch's results."""
+    fold: int
+    s: Any  # study.training.session.Session
+    best_rows: list = dataclasses.field(default_factory=list)
+    rows: list = dataclasses.field(default_factory=list)
+    info: dict | None = None  # this epoch's training info; None when the fold had stopped
+    score: float = float("nan")
+
+
+def _tag(rows: list[dict], run: FoldRun) -> list[dict]:
+    """Rows of one fold: `fold`, and `best_epoch` (per fold when a trial trains several)."""
+    return [{**r, "fold": run.fold, "best_epoch": run.s.best_epoch} for r in rows]
+
+
 def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoint: Callable,
                 make_checkpoint: Callable, wrap_model: Callable | None = None,
                 rank: int = 0) -> None:
-    """Train one configuration, reporting once per epoch; resumes from the latest checkpoint."""
+    """Train one configuration, reporting once per epoch; resumes from the latest checkpoint.
+
+    A trial trains one fold, or (a search on the mean over folds) every fold in lockstep: each
+    epoch, every fold not yet stopped trains one epoch and is evaluated on its dev; the report
+    holds the mean over folds (objectives of each fold's best epoch) and each fold's rows."""
+    torch.set_num_threads(ctx.threads)
+    flat, meta = unwrap_job(config)  # meta (parent trial, searched names, fold) is for results
+    runs = [FoldRun(f, _session(flat, ctx, f, wrap_model)) for f in trial_folds(ctx, meta)]
+    own_time = _resume(runs, get_checkpoint())
+    while not all(r.s.should_stop for r in runs):
+        t0 = time.perf_counter()
+        for r in runs:
+            r.info = None
+            if not r.s.should_stop:
+                _step(r)
+        metrics = _epoch_report(runs, ctx)
+        done = all(r.s.should_stop for r in runs)
+        if done:
+            metrics.update(_finish(runs, ctx))
+        own_time += time.perf_counter() - t0
+        metrics["trial_time_s"] = own_time  # the trial's own train + eval time (no overhead)
+        save = rank == 0 and (done or metrics["epoch"] % ctx.checkpoint_every == 0)
+        _report_with_checkpoint(runs, own_time, metrics, report, make_checkpoint, save)
+
+
+def _session(flat: dict, ctx: TrialContext, fold: int, wrap_model):
     from study.data.dataset import open_dataset
     from study.training.session import Session
 
-    torch.set_num_threads(ctx.threads)
-    flat, _ = unwrap_job(config)  # meta (parent trial, searched names) is for results only
-    data_dir = ensure_data(ctx)
+    data_dir = fold_data_dir(ctx, fold)
     cfg = config_from_flat(flat, preset=ctx.model_preset, data_dir=data_dir)
     # the study validated every frame once (stages.sweep); trials skip that scan
-    s = Session(cfg, data_dir, wrap_model=wrap_model,
-                dataset=open_dataset(data_dir, check_values=False))
-    best_rows, own_time = _resume(s, get_checkpoint())
-    while not s.should_stop:
-        t0 = time.perf_counter()
-        info = s.train_epoch()
-        _check_finite(info)
-        rows = s.evaluate("dev")
-        score = s.observe(rows)
-        if s.best_epoch == s.epoch:
-            best_rows = rows
-        metrics = _epoch_report(info, rows, best_rows, score, s, ctx)
-        if s.should_stop:
-            metrics.update(_finish(s, ctx, best_rows))
-        own_time += time.perf_counter() - t0
-        metrics["trial_time_s"] = own_time  # the trial's own train + eval time (no overhead)
-        save = rank == 0 and (s.should_stop or s.epoch % ctx.checkpoint_every == 0)
-        _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint, save)
+    return Session(cfg, data_dir, wrap_model=wrap_model,
+                   dataset=open_dataset(data_dir, check_values=False))
+
+
+def _step(r: FoldRun) -> None:
+    """One epoch of one fold: train, evaluate dev, keep the best epoch's rows."""
+    r.info = r.s.train_epoch()
+    _check_finite(r.info)
+    rows = r.s.evaluate("dev")
+    r.score = r.s.observe(rows)
+    r.rows = _tag(rows, r)
+    if r.s.best_epoch == r.s.epoch:
+        r.best_rows = r.rows
 
 
 class TrialDiverged(FloatingPointError):
@@ -150,49 +203,77 @@ def _check_finite(info: dict) -> None:
                             "(diverged: lower lr or set grad_clip)")
 
 
-def _resume(s, checkpoint) -> tuple[list[dict], float]:
+def _ckpt_dir(d, runs: list[FoldRun], r: FoldRun) -> Path:
+    """A one-fold trial's checkpoint is laid out as before folds; several folds: fold<i>/."""
+    return Path(d) if len(runs) == 1 else Path(d) / f"fold{r.fold}"
+
+
+def _resume(runs: list[FoldRun], checkpoint) -> float:
     if checkpoint is None:
-        return [], 0.0
+        return 0.0
     with checkpoint.as_directory() as d:
-        s.restore(d)
+        for r in runs:
+            r.s.restore(_ckpt_dir(d, runs, r))
         saved = json.loads((Path(d) / CKPT_ROWS).read_text())
-    return saved["best_rows"], float(saved["own_time"])
+    for r in runs:  # rows of a checkpoint written before folds carry no fold: the only one
+        r.best_rows = [row for row in saved["best_rows"] if row.get("fold", r.fold) == r.fold]
+    return float(saved["own_time"])
 
 
-def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContext) -> dict:
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _epoch_report(runs: list[FoldRun], ctx: TrialContext) -> dict:
     from study.training.session import curve_metrics
 
+    ran = [r for r in runs if r.info is not None]
+    curves = [curve_metrics(r.rows, r.s.cfg) for r in ran]
+    objectives = [objective_values(r.best_rows, ctx.objectives) for r in runs]
+    cfg = runs[0].s.cfg
     return {
-        "epoch": info["epoch"], "train_loss": info["train_loss"], "samples": info["samples"],
-        "unpaired_share": info["unpaired_share"], "normalize": s.cfg.normalize,
-        "score": score, "best_score": s.best_score, "best_epoch": s.best_epoch,
-        **curve_metrics(rows, s.cfg),
-        **objective_values(best_rows, ctx.objectives),
-        "best_rows": _rows_json(best_rows), "finished": False,
-        "config_json": json.dumps(s.cfg.to_flat(), sort_keys=True, default=list),
-        "protocol_json": json.dumps(s.cfg.protocol.to_dict(), sort_keys=True),
+        "epoch": max(r.s.epoch for r in runs),
+        "train_loss": _mean(r.info["train_loss"] for r in ran),
+        "samples": sum(r.info["samples"] for r in ran),
+        "unpaired_share": _mean(r.info["unpaired_share"] for r in ran),
+        "normalize": cfg.normalize,
+        "score": _mean(r.score for r in ran), "best_score": _mean(r.s.best_score for r in runs),
+        "best_epoch": max(r.s.best_epoch for r in runs), "folds_trained": len(runs),
+        **{k: _mean(c[k] for c in curves) for k in curves[0]},
+        **{k: _mean(o[k] for o in objectives) for k in objectives[0]},
+        "best_rows": _rows_json([row for r in runs for row in r.best_rows]), "finished": False,
+        "config_json": json.dumps(cfg.to_flat(), sort_keys=True, default=list),
+        "protocol_json": json.dumps(cfg.protocol.to_dict(), sort_keys=True),
     }
 
 
-def _finish(s, ctx: TrialContext, best_rows: list[dict]) -> dict:
-    """Last epoch: mark finished; from the selected (best dev) checkpoint, evaluate the
+def _finish(runs: list[FoldRun], ctx: TrialContext) -> dict:
+    """Last epoch: mark finished; from each fold's selected (best dev) checkpoint, evaluate the
     frame-level condition families on dev once (added to the reported best_rows), and in the
     rerun stage every condition on test once."""
-    s.restore_best()
-    out = {"finished": True, "best_rows": _rows_json(best_rows + s.evaluate_families("dev"))}
+    best, test = [], []
+    for r in runs:
+        r.s.restore_best()
+        best += r.best_rows + _tag(r.s.evaluate_families("dev"), r)
+        if ctx.evaluate_test:
+            test += _tag(r.s.evaluate("test", extended=True), r)
+    out = {"finished": True, "best_rows": _rows_json(best)}
     if ctx.evaluate_test:
-        out["test_rows"] = _rows_json(s.evaluate("test", extended=True))
+        out["test_rows"] = _rows_json(test)
     return out
 
 
-def _report_with_checkpoint(s, best_rows, own_time, metrics, report, make_checkpoint,
+def _report_with_checkpoint(runs: list[FoldRun], own_time, metrics, report, make_checkpoint,
                             save: bool) -> None:
     """Report; with `save` (rank 0, every failure.checkpoint_every epochs and the last) attach
     the checkpoint: the latest state for recovery, the best weights for selection."""
     with tempfile.TemporaryDirectory() as d:
         checkpoint = None
         if save:  # other ranks, and the epochs between checkpoints, report metrics only
-            s.save(d)
+            for r in runs:
+                r.s.save(_ckpt_dir(d, runs, r))
+            best_rows = [row for r in runs for row in r.best_rows]
             (Path(d) / CKPT_ROWS).write_text(json.dumps(
                 {"best_rows": json.loads(_rows_json(best_rows)), "own_time": own_time}))
             checkpoint = make_checkpoint(d)
@@ -294,7 +375,8 @@ class ProgressCallback(tune.Callback):
             self.mirror.push()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._set(trial, status="running")
+        _, meta = unwrap_job(trial.config)
+        self._set(trial, status="running", **({"fold": meta["fold"]} if "fold" in meta else {}))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._set(trial, push=False, status="running", score=result.get(self.score_key),

@@ -27,7 +27,7 @@ from study.training.sanity import degenerate
 
 STAGES = vocab.STAGES  # and "baseline": the probes' rows (kind "baseline")
 ROW_KEYS = ("study", "trial_id", "stage", "parent_trial_id", "cell", "fusion",
-            "train_missing_rate", "seed", "status", "error", "split", "condition",
+            "train_missing_rate", "seed", "fold", "status", "error", "split", "condition",
             "test_missing_rate")
 
 
@@ -93,7 +93,7 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
                parent_trial_id: str | None, searched: Iterable[str],
                rows_key: str = "best_rows", split: str = "dev") -> list[dict]:
     """Tidy rows of one trial: one per evaluation condition, or one `failed` row."""
-    flat, _ = unwrap_job(rec.config)
+    flat, meta = unwrap_job(rec.config)
     r = spec.resources
     started, finished = _timestamps(rec.last)
     base = {
@@ -102,6 +102,9 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
         "cell": cell_name(flat["fusion"], float(flat["train_missing_rate"])),
         "fusion": flat["fusion"], "train_missing_rate": float(flat["train_missing_rate"]),
         "seed": int(flat.get("seed", 0)), "status": trial_status(rec), "error": rec.error,
+        # the fold (0: a one-partition study); each row of a trial that trained several folds
+        # (search_folds: mean) carries its own; dev selected on test (dataset.folds.dev: test)
+        "fold": int(meta.get("fold", 0)), "selected_on_test": _selected_on_test(spec),
         "epochs": _int(rec.last.get("epoch")), "best_epoch": _int(rec.last.get("best_epoch")),
         "wall_time_s": _float(rec.last.get("time_total_s")),
         "cpus": r.workers * r.cpus_per_worker, "gpus": r.workers * r.gpus_per_worker,
@@ -122,6 +125,11 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
     metrics = json.loads(payload)
     base["degenerate"] = degenerate(metrics)
     return [{**base, "split": split, **_metric_row(m)} for m in metrics]
+
+
+def _selected_on_test(spec: StudySpec) -> bool:
+    folds = spec.dataset.folds
+    return bool(folds is not None and folds.selected_on_test)
 
 
 def _unpaired_share(rec: TrialRecord) -> float | None:
@@ -198,8 +206,11 @@ def write_results(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Merge all parts into results.parquet and curves.parquet (ordered columns first)."""
     results = read_parts(study_dir, "results")
     if len(results):
-        results = results.drop_duplicates(["trial_id", "stage", "split", "condition"],
-                                          keep="last")
+        key = ["trial_id", "stage", "split", "condition"]
+        if "fold" in results.columns:  # parts written before folds have none: fold 0
+            results["fold"] = results["fold"].fillna(0).astype(int)
+            key.append("fold")
+        results = results.drop_duplicates(key, keep="last")
         results["kind"] = results["kind"].fillna("model") if "kind" in results else "model"
         first = [c for c in ROW_KEYS if c in results.columns]
         results = results[first + [c for c in results.columns if c not in first]]
@@ -243,6 +254,21 @@ def _dataset_labels(spec: StudySpec) -> dict:
     return {"classes": meta.get("classes", []), "dimensions": meta.get("dimensions", [])}
 
 
+def folds_note(spec: StudySpec) -> dict | None:
+    """study.json `folds`: how many, how they were made, how the search met them; None for a
+    one-partition study (its rows have fold 0)."""
+    folds = spec.dataset.folds
+    if folds is None:
+        return None
+    search = ("the first fold's dev" if spec.search_folds == "first" else
+              f"the mean dev score over the {folds.n} folds")
+    return {"k": folds.n, "by": folds.by, "seed": folds.seed if folds.by else None,
+            "dev": folds.dev if folds.by else "listed", "entries": list(folds.entries),
+            "search": spec.search_folds, "selected_on_test": folds.selected_on_test,
+            "text": f"{folds.describe()}; search on {search}; rerun and final: each selected "
+                    f"configuration x seed x fold"}
+
+
 def write_study_json(study_dir: Path, spec: StudySpec, status: str,
                      started_at: str | None = None) -> dict:
     path = Path(study_dir) / "study.json"
@@ -257,7 +283,9 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "objectives": [{"metric": o.metric, "condition": o.condition, "mode": o.mode,
                         "key": o.key} for o in spec.objectives],
         "primary_metric": spec.primary_metric, "task": spec.task.kind,
-        "selection": selection_note(spec),  # dev only: top-k rule, checkpoint, seeds, data conditions
+        "selection": {**selection_note(spec),  # dev only: top-k rule, checkpoint, seeds, data conditions
+                      "selected_on_test": _selected_on_test(spec)},
+        "folds": folds_note(spec),
         **_dataset_labels(spec),
     }
     atomic_write_json(path, doc, indent=1)

@@ -11,6 +11,7 @@ is evaluated once per re-run trial, from its best dev epoch, after training has 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -87,13 +88,36 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
 
     data_dir, synth = data_location(spec)
     r = spec.resources
-    return TrialContext(data_dir=data_dir, model_preset=spec.model_preset,
+    return TrialContext(**fold_context(spec, data_dir), data_dir=data_dir, model_preset=spec.model_preset,
                         objectives=tuple((o.condition, o.metric, o.mode) for o in spec.objectives),
                         evaluate_test=evaluate_test, workers=r.workers,
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
                         train_storage=join_uri(ray_storage, "train-runs", stage), synth=synth,
                         worker_retries=spec.failure.worker_retries,
                         checkpoint_every=spec.failure.checkpoint_every)
+
+
+def fold_context(spec: StudySpec, data_dir: str) -> dict:
+    """TrialContext's folds: the spec's (listed paths made absolute: trials run elsewhere), the
+    folds a search trial trains (the first, or every one for search_folds: mean), and where the
+    driver keeps them (every trial uses that path, whatever its own $AVSTUDY_CACHE)."""
+    from study.data.folds import folds_home
+
+    folds = spec.dataset.folds
+    if folds is None:
+        return {}
+    if folds.entries:
+        folds = dataclasses.replace(folds, entries=tuple(
+            str(Path(e).expanduser().resolve()) for e in folds.entries))
+    search = tuple(range(folds.n)) if spec.search_folds == "mean" else (0,)
+    home = (str(folds_home(folds, data_dir)) if (Path(data_dir) / "manifest.parquet").exists()
+            else None)  # a synthetic corpus not generated yet: the driver asks again after
+    return {"folds": folds.to_dict(), "trial_folds": search, "folds_dir": home}
+
+
+def study_folds(spec: StudySpec) -> tuple[int, ...]:
+    """Every fold of the study ((0,) without dataset.folds)."""
+    return tuple(range(spec.dataset.folds.n)) if spec.dataset.folds is not None else (0,)
 
 
 def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str):
@@ -277,15 +301,22 @@ def select_top_k(spec: StudySpec, search: pd.DataFrame) -> list[tuple[str, pd.Se
     for _, cell_rows in ok.groupby("cell", sort=False):
         ids, firsts, values = [], [], []
         for tid, rows in cell_rows.groupby("trial_id", sort=True):
-            records = rows.to_dict("records")
             ids.append(tid)
             firsts.append(rows.iloc[0])
-            values.append([_signed(objective_value(records, o.condition, o.metric, o.mode), o.mode)
-                           for o in spec.objectives])
+            values.append([_signed(fold_mean(rows, o), o.mode) for o in spec.objectives])
         ties = [f"{first['config']}\0{tid}" for tid, first in zip(ids, firsts)]
         order = order_top(np.asarray(values, float).reshape(len(ids), -1), ties)
         picks += [(ids[i], firsts[i]) for i in order[:spec.top_k]]
     return picks
+
+
+def fold_mean(rows: pd.DataFrame, o) -> float:
+    """An objective's value on one trial's dev rows: the mean over the folds it trained (one
+    fold: its value)."""
+    folds = rows.groupby("fold", sort=True) if "fold" in rows.columns else [(0, rows)]
+    values = [objective_value(r.to_dict("records"), o.condition, o.metric, o.mode)
+              for _, r in folds]
+    return float(np.mean(values))
 
 
 def _signed(value: float, mode: str) -> float:
@@ -306,8 +337,11 @@ def rerun_jobs(spec: StudySpec, search: pd.DataFrame) -> list[dict]:
             raise ValueError(f"search trial {tid} ran with seed {int(row['seed'])}, one of the "
                              f"rerun seeds {list(spec.seeds)}: its rerun would not be fresh")
         for seed in spec.seeds:  # fresh: search trials use seeds above these (selection.py)
-            jobs.append({"flat": {**flat, "seed": seed, "max_epochs": epochs},
-                         "meta": {"parent_trial_id": tid, "searched": searched}})
+            for fold in study_folds(spec):  # each selected configuration x seed x fold
+                meta = {"parent_trial_id": tid, "searched": searched}
+                if spec.dataset.folds is not None:
+                    meta["fold"] = fold
+                jobs.append({"flat": {**flat, "seed": seed, "max_epochs": epochs}, "meta": meta})
     return jobs
 
 
@@ -326,6 +360,18 @@ def sweep(spec: StudySpec, out: str | Path | None = None, resume: bool = False,
         return _sweep_locked(spec, study_dir, ray_storage, resume, verbose, mirror)
 
 
+def check_folds_once(spec: StudySpec, ctx) -> None:
+    """Make the study's folds (no feature is copied) and check them: each opens, none shares a
+    speaker (session) between its splits or tests one another fold tests."""
+    if spec.dataset.folds is None:
+        return
+    from study.data.folds import check_study_folds, folds_from_dict
+    from study.runs.ray_exec import fold_data_dir
+
+    dirs = [fold_data_dir(ctx, f) for f in study_folds(spec)]
+    check_study_folds(folds_from_dict(ctx.folds), dirs)
+
+
 def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
                   verbose: int, mirror: StudyMirror | None) -> Path:
     from study.data.dataset import open_dataset
@@ -336,6 +382,7 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
     init_ray()
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
     open_dataset(data_dir)  # validate every file and frame once, before any trial starts
+    check_folds_once(spec, trial_context(spec, ray_storage, "data", evaluate_test=False))
     study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose, mirror=mirror)
     R.write_study_json(study_dir, spec, "running")
     study.push()

@@ -40,6 +40,7 @@ def progress_rows(study_dir: str | Path) -> list[dict]:
             "pending": count("pending"),
             "failed": count("failed"), "best": best, "score_key": doc.get("score_key"),
             "finished": (study_dir / "stages" / f"{path.stem}.done").exists(),
+            "folds": len({t["fold"] for t in trials if "fold" in t}) or None,
         })
     return rows
 
@@ -51,15 +52,18 @@ def progress_table(study_dir: str | Path) -> str:
     if meta.exists():
         doc = json.loads(meta.read_text())
         head = f"study {doc['name']}: {doc['status']} (started {doc['started_at']})\n"
+        if doc.get("folds"):
+            head += f"folds: {doc['folds']['text']}\n"
     rows = progress_rows(study_dir)
     if not rows:
         return head + "no trials yet"
-    cells = [[_fmt(r[c]) for c in COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    columns = COLUMNS + (("folds",) if any(r["folds"] for r in rows) else ())
+    cells = [[_fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))
     keys = sorted({r["score_key"] for r in rows if r["score_key"]})
     foot = f"\nbest = best-epoch {', '.join(keys)} on dev" if keys else ""
-    return head + "\n".join([line(COLUMNS)] + [line(c) for c in cells]) + foot
+    return head + "\n".join([line(columns)] + [line(c) for c in cells]) + foot
 
 
 def _fmt(v) -> str:

@@ -17,6 +17,7 @@ import yaml
 
 from model.config import PRESETS
 from model.registry import FUSIONS
+from study.data.folds import FoldError, FoldsSpec, folds_from_dict
 from study.keys import clip, closest, short
 from study.runs.spec.placement import check_resources
 from study.runs.spec.schema import (
@@ -101,21 +102,49 @@ def _section(raw: Mapping, key: str, cls: type, types: Mapping[str, Any]) -> Any
 
 TOP_KEYS = ("name", "dataset", "task", "model_preset", "spaces", "search", "fixed", "cells", "searcher",
             "scheduler", "budget", "resources", "objectives", "seeds", "top_k", "storage",
-            "search_data_conditions", "failure", "optuna_storage", "tracking", "baselines")
+            "search_data_conditions", "failure", "optuna_storage", "tracking", "baselines", "search_folds")
 
 
 def _dataset(raw: Mapping) -> DatasetSpec:
-    d = _check_keys(raw.get("dataset"), ("path", "synth"), "dataset")
+    d = _check_keys(raw.get("dataset"), ("path", "synth", "folds"), "dataset")
+    folds = _folds(d)
+    if folds is not None and folds.entries and not {"path", "synth"} & set(d):
+        d["path"] = folds.entries[0]  # listed fold datasets: the first names classes and dims
     if ("path" in d) == ("synth" in d):
         raise SpecError("dataset: give exactly one of `path` or `synth`")
     if "path" in d:
-        return DatasetSpec(path=_typed(d["path"], str, "dataset.path"))
+        return DatasetSpec(path=_typed(d["path"], str, "dataset.path"), folds=folds)
     s = _check_keys(d["synth"], ("preset", "scale", "seed"), "dataset.synth")
-    return DatasetSpec(
+    return DatasetSpec(folds=folds,
         synth_preset=_typed(s.get("preset", "crema-d"), str, "dataset.synth.preset"),
         synth_scale=_choice(_typed(s.get("scale", "tiny"), str, "dataset.synth.scale"),
                             ("tiny", "small", "full"), "dataset.synth.scale"),
         synth_seed=_typed(s.get("seed", 0), int, "dataset.synth.seed"))
+
+
+def _folds(d: Mapping) -> FoldsSpec | None:
+    """dataset.folds: {by, k, seed, dev, dev_share} or a list of datasets / partition CSVs."""
+    if "folds" not in d:
+        return None
+    try:
+        folds = folds_from_dict(d["folds"])
+    except FoldError as exc:
+        raise SpecError(str(exc)) from None
+    csvs = [e for e in folds.entries if e.lower().endswith(".csv")]
+    if csvs and "path" not in d and "synth" not in d:
+        raise SpecError(f"dataset.folds: partition file {csvs[0]!r} needs the dataset it "
+                        "partitions: give dataset.path (or dataset.synth)")
+    return folds
+
+
+def _search_folds(raw: Mapping) -> str:
+    if "search_folds" not in raw:
+        return "first"
+    folds = raw.get("dataset", {}).get("folds") if isinstance(raw.get("dataset"), Mapping) else None
+    if folds is None:
+        raise SpecError("search_folds: only with dataset.folds (a one-partition study has one fold)")
+    return _choice(_typed(raw["search_folds"], str, "search_folds"), ("first", "mean"),
+                   "search_folds")
 
 
 def _task(raw: Mapping) -> TaskSpec:
@@ -353,6 +382,7 @@ SECTIONS: dict[str, Callable[[Mapping], Any]] = {
     "tracking": lambda raw: _tracking(raw),
     # `baselines: true|false` (default true): fit the pooled linear probes once per study
     "baselines": lambda raw: _typed(raw.get("baselines", True), bool, "baselines"),
+    "search_folds": lambda raw: _search_folds(raw),
 }
 
 

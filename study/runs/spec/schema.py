@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from study.data.folds import FoldsSpec
 from study.training.config import objective_key, primary_metric
 from study.vocab import SELECT_CONDITIONS
 
@@ -33,6 +34,7 @@ class DatasetSpec:
     synth_preset: str = "crema-d"  # used when path is None: built-in synthetic corpus
     synth_scale: str = "tiny"
     synth_seed: int = 0
+    folds: FoldsSpec | None = None  # several partitions of the dataset (study/data/folds.py)
 
     @property
     def is_synth(self) -> bool:
@@ -142,7 +144,9 @@ class StudySpec:
     optuna_storage: str | None = None
     # opt-in experiment tracking through Ray's logger callbacks (study/runs/tracking.py)
     tracking: Mapping[str, Any] = field(default_factory=dict)
-    baselines: bool = True  # the pooled linear probes as rows of the study (study/runs/baselines.py)
+    baselines: bool = True
+    # with dataset.folds: search on the first fold's dev, or on the mean dev score over folds
+    search_folds: str = "first"  # the pooled linear probes as rows of the study (study/runs/baselines.py)
 
     @property
     def primary_metric(self) -> str:
@@ -156,6 +160,10 @@ class StudySpec:
         ds = self.dataset
         d["dataset"] = ({"path": ds.path} if ds.path is not None else {"synth": {
             "preset": ds.synth_preset, "scale": ds.synth_scale, "seed": ds.synth_seed}})
+        if ds.folds is not None:
+            d["dataset"]["folds"] = ds.folds.to_dict()
+        else:
+            d.pop("search_folds")  # spec.yaml of one-partition studies unchanged
         if not self.search_data_conditions:  # the default: spec.yaml of older studies unchanged
             d.pop("search_data_conditions")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
