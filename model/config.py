@@ -22,7 +22,10 @@ FOAL_CHOICES = {
     "foal_negatives": ("argmax", "sample"),  # hardest negative | sampled ~ softmax(sim) (official)
     "foal_match_heads": ("joint", "directional"),  # one BCE head | a2v + v2a 2-way heads (official)
     "foal_xattn": ("pre_ln", "post_ln"),  # pre-LN block with feed-forward | post-LN, no FF (official)
+    "foal_align_input": ("encoded", "features"),  # pool the encoded frames | the input features
+    "foal_cls_head": ("mlp", "linear"),  # VAVL's MLP head | one Linear on dropout(concat) (official)
 }
+CONFORMER_INITS = ("default", "xavier")  # PyTorch's | the official conformer's Linear wrapper
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class ModelConfig:
     unimodal_weight: float = 1.0  # weight of the audio/video head losses
     head_hidden: int = 256  # MLP head: d_in -> d_model -> head_hidden -> K
     head_bottleneck_relu: bool = False  # ReLU between head_hidden and K (official MLP: none)
+    # official-architecture switches (docs/fidelity.md V20-V22; on in the vavl_official_* presets)
+    shared_input_proj: bool = False  # Linear(d, d) + dropout before the shared conformer, skipped by its residual
+    conformer_init: str = "default"  # "xavier": Xavier-uniform weights, zero biases on conformer linears
+    depthwise_bias: bool = True  # the official DepthwiseConv1d has no bias
     # task
     task: str = "categorical"  # or "dimensional" (arousal, valence, dominance)
     n_outputs: int = 6
@@ -68,6 +75,10 @@ class ModelConfig:
     foal_negatives: str = "sample"
     foal_match_heads: str = "directional"
     foal_xattn: str = "post_ln"
+    foal_align_input: str = "encoded"  # alignment pools the encoded frames | the input features
+    foal_audio_width: int = 0  # cross-attention width of the audio-query stream (0 = d_model; official 1024)
+    foal_video_width: int = 0  # ... of the video-query stream (0 = d_model; official 768)
+    foal_cls_head: str = "mlp"  # classifier on the fused vector: VAVL's MLP | one Linear (official)
 
     def __post_init__(self) -> None:
         errors = _validate(self)
@@ -98,8 +109,14 @@ def _validate(cfg: ModelConfig) -> list[str]:
     for name, allowed in FOAL_CHOICES.items():
         if getattr(cfg, name) not in allowed:
             errors.append(f"{name}={getattr(cfg, name)!r} not in {allowed}")
-    if cfg.d_model % cfg.foal_heads:
-        errors.append(f"d_model={cfg.d_model} not divisible by foal_heads={cfg.foal_heads}")
+    if cfg.conformer_init not in CONFORMER_INITS:
+        errors.append(f"conformer_init={cfg.conformer_init!r} not in {CONFORMER_INITS}")
+    for name in ("d_model", "foal_audio_width", "foal_video_width"):
+        width = getattr(cfg, name) or cfg.d_model
+        if cfg.foal_heads >= 1 and width % cfg.foal_heads:
+            errors.append(f"{name}={width} not divisible by foal_heads={cfg.foal_heads}")
+        if width < 0:
+            errors.append(f"{name} must be >= 0")
     if cfg.recon_weight < 0 or cfg.unimodal_weight < 0:
         errors.append("recon_weight and unimodal_weight must be >= 0")
     if cfg.foal_temperature <= 0:
@@ -113,18 +130,37 @@ def _validate(cfg: ModelConfig) -> list[str]:
     return errors
 
 
+OFFICIAL_ARCH = dict(shared_input_proj=True, conformer_init="xavier", depthwise_bias=False)
+# Foal-Net's official heads and alignment (ASolitaryMan/Foal-Net model.py), VAVL's terms off
+FOALNET_OFFICIAL = dict(fusion="foalnet", unimodal_weight=0.0, recon_weight=0.0,
+                        foal_temperature_form="official", foal_proj_dim=512, foal_cls_head="linear")
+
+# Names say what they set: "*_sizes" set model sizes only (training then follows the project's
+# recipe, TrainConfig defaults); "*_official*" are recipes: sizes, architecture switches and,
+# in study/training/config.py TRAINING_PRESETS under the same name, the training.
 PRESETS: dict[str, dict] = {
-    "paper": {},
-    "official": {},  # paper sizes; with it, study/training/config.py applies the official training recipe
+    "vavl_sizes": {},  # the official code's sizes, the project's architecture and training
+    "vavl_official_crema_d": dict(OFFICIAL_ARCH),  # + official architecture; training: run_cremad.sh
+    "vavl_official_msp_improv": dict(OFFICIAL_ARCH),  # ... training: run_mspimprov.sh (batch 9)
+    "foalnet_official": dict(FOALNET_OFFICIAL),  # VAVL encoders, Foal-Net's loss, heads and training
     "tiny": dict(audio_dim=32, video_dim=24, proj_dim=16, d_model=32, n_heads=2, enc_layers=1,
                  shared_layers=1, kernel_size=7, ff_mult=2, dropout=0.1, head_dropout=0.1,
                  head_hidden=16, gated_hidden=16, xattn_layers=1, foal_proj_dim=16, foal_layers=1,
                  foal_heads=2),
 }
+# Old names, kept so existing specs run: "paper" never set the paper's training (sizes only),
+# "official" is the CREMA-D recipe.
+PRESET_ALIASES = {"paper": "vavl_sizes", "official": "vavl_official_crema_d"}
+PRESETS.update({old: PRESETS[new] for old, new in PRESET_ALIASES.items()})
+
+
+def canonical_preset(name: str) -> str:
+    """The preset's current name (an old alias maps to the preset it stands for)."""
+    return PRESET_ALIASES.get(name, name)
 
 
 def model_config(preset: str = "paper", **overrides) -> ModelConfig:
-    """ModelConfig from a preset ("paper" | "tiny") plus field overrides.
+    """ModelConfig from a preset (a key of PRESETS, e.g. "vavl_sizes" | "tiny") plus field overrides.
 
     A dimensional task without an explicit n_outputs gets n_outputs=3.
     """

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from model.batch import Batch
 from model.config import ModelConfig
-from model.conformer import ConformerStack, zero_padding
+from model.conformer import ConformerStack, xavier_init_, xavier_linear_, zero_padding
 from model.fusion import FusionInput, build_fusion
 from model.heads import MLPHead, masked_mean
 from model.losses import RECON_WEIGHT, recon_sum, share_weighted, task_loss
@@ -46,7 +46,10 @@ class ModalityEncoder(nn.Module):
         self.inp = nn.Linear(cfg.proj_dim, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = ConformerStack(cfg.enc_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
-                                     cfg.ff_mult, cfg.dropout)
+                                     cfg.ff_mult, cfg.dropout, cfg.depthwise_bias)
+        if cfg.conformer_init == "xavier":
+            xavier_linear_(self.inp)
+            xavier_init_(self.blocks)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (N, T, proj_dim)
@@ -55,17 +58,28 @@ class ModalityEncoder(nn.Module):
 
 
 class SharedBlock(nn.Module):
-    """Shared conformer layers: LayerNorm(conformer(x) + x) (residual switchable)."""
+    """Shared conformer layers: LayerNorm(conformer(x) + x) (residual switchable).
+
+    shared_input_proj: the official Shared block's conformer starts with its own input projection,
+    Linear(d, d) + dropout, which the residual skips: LayerNorm(conformer(drop(W x)) + x).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.inp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout)) \
+            if cfg.shared_input_proj else None
         self.blocks = ConformerStack(cfg.shared_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
-                                     cfg.ff_mult, cfg.dropout)
+                                     cfg.ff_mult, cfg.dropout, cfg.depthwise_bias)
         self.residual = cfg.shared_residual
         self.norm = nn.LayerNorm(cfg.d_model)
+        if cfg.conformer_init == "xavier":
+            xavier_init_(self.blocks)
+            if self.inp is not None:
+                xavier_linear_(self.inp[0])
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (N, T, D) -> (N, T, D)
-        h = self.blocks(x, mask)
+        h = x if self.inp is None else zero_padding(self.inp(x), mask)  # (N, T, D)
+        h = self.blocks(h, mask)
         if self.residual:
             h = h + x
         return zero_padding(self.norm(h), mask)
