@@ -46,13 +46,14 @@ class FeedForward(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention of queries x over keys/values y with a key padding mask."""
+    """Multi-head attention of queries x over keys/values y with a key padding mask; y may be
+    kv_dim wide (default d_model), the attention and its output are d_model wide."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, kv_dim: int | None = None):
         super().__init__()
         self.n_heads = n_heads
         self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.kv = nn.Linear(kv_dim or d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
@@ -162,13 +163,15 @@ def xavier_init_(stack: ConformerStack) -> None:
 
 
 class CrossAttentionBlock(nn.Module):
-    """Pre-LN cross-modal block (MulT style): x + Attn(LN x, LN y) -> x + FF(x), queries from x."""
+    """Pre-LN cross-modal block (MulT style): x + Attn(LN x, LN y) -> x + FF(x), queries from x
+    (d_model wide), keys/values from y (kv_dim wide, default d_model)."""
 
-    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float,
+                 kv_dim: int | None = None):
         super().__init__()
         self.norm_q = nn.LayerNorm(d_model)
-        self.norm_kv = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm_kv = nn.LayerNorm(kv_dim or d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, kv_dim)
         self.drop = nn.Dropout(dropout)
         self.ff = FeedForward(d_model, ff_mult, dropout)
 
@@ -181,11 +184,12 @@ class CrossAttentionBlock(nn.Module):
 
 class PostLNCrossAttentionBlock(nn.Module):
     """Foal-Net's cross-attention layer (official model.py MultiHeadCrossAttention):
-    LN(x + Dropout(Attn(x, y))), no feed-forward, no dropout on the attention weights."""
+    LN(x + Dropout(Attn(x, y))), no feed-forward, no dropout on the attention weights; queries
+    d_model wide, keys/values kv_dim wide (official: encode_dim)."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, kv_dim: int | None = None):
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout=0.0)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout=0.0, kv_dim=kv_dim)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
 

@@ -94,6 +94,7 @@ class Encoded:
     mask: Tensor  # (N, T) bool
     pooled: Tensor  # (N, D)
     pred: Tensor  # (N, K) unimodal head output
+    input_pooled: Tensor | None = None  # (N, D_in) masked mean of the input features
     recon: Tensor | None = None  # (N, D_in) reconstructed pooled input
     recon_target: Tensor | None = None  # (N, D_in) pooled input features
 
@@ -151,10 +152,10 @@ class AVModel(nn.Module):
         if self.shared is not None:
             h = self.shared(h, mask)
         pooled = masked_mean(h, mask)  # (N, D)
-        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled))
+        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled), masked_mean(x, mask).float())
         if self.recon is not None:
             out.recon = self.recon[modality](pooled)
-            out.recon_target = masked_mean(x, mask).float()
+            out.recon_target = out.input_pooled
         return out
 
     def _fuse(self, batch: Batch, enc: dict[str, Encoded | None], detach: bool = False):
@@ -169,9 +170,11 @@ class AVModel(nn.Module):
             audio=a_frames, audio_mask=a_mask, video=v_frames, video_mask=v_mask,
             audio_pooled=enc["audio"].pooled[rows["audio"]], video_pooled=enc["video"].pooled[rows["video"]],
             audio_pred=enc["audio"].pred[rows["audio"]], video_pred=enc["video"].pred[rows["video"]],
-            target=batch.target[pair_idx], label=batch.label[pair_idx])
+            target=batch.target[pair_idx], label=batch.label[pair_idx],
+            audio_input=enc["audio"].input_pooled[rows["audio"]],
+            video_input=enc["video"].input_pooled[rows["video"]])
         if detach:
-            inp = FusionInput(**{k: v.detach() for k, v in vars(inp).items()})
+            inp = FusionInput(**{k: None if v is None else v.detach() for k, v in vars(inp).items()})
         return pair_idx, self.fusion(inp)
 
     def _route(self, batch: Batch, enc: dict[str, Encoded | None], pair_idx: Tensor,

@@ -169,6 +169,7 @@ def _epoch_report(info: dict, rows, best_rows, score: float, s, ctx: TrialContex
         **objective_values(best_rows, ctx.objectives),
         "best_rows": _rows_json(best_rows), "finished": False,
         "config_json": json.dumps(s.cfg.to_flat(), sort_keys=True, default=list),
+        "recipe_json": json.dumps(s.cfg.recipe(), sort_keys=True),
         "protocol_json": json.dumps(s.cfg.protocol.to_dict(), sort_keys=True),
     }
 
