@@ -12,10 +12,9 @@ with `align = True` gets aligned face chips (`FaceCropper.aligned`), the others 
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import hashlib
 
 import numpy as np
 import torch
