@@ -25,6 +25,7 @@ def _fusions() -> tuple[str, ...]:
 
 
 POOLINGS = ("mean", "mean_std")  # temporal pooling of the encoders' frames (model/pooling.py)
+CONFORMER_INITS = ("default", "xavier")  # PyTorch's | the official conformer's Linear wrapper
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class ModelConfig:
     head_bottleneck_relu: bool = key(False, doc="ReLU between head_hidden and K (official MLP: none)")
     pooling: str = key("mean", choices=POOLINGS,
                        doc="mean_std: statistics pooling of every pooled vector (model/pooling.py)")
+    # official-architecture switches (docs/fidelity.md V20-V22; on in the vavl_official_* presets)
+    shared_input_proj: bool = key(False, doc="Linear(d, d) + dropout before the shared block, skipped by its residual")
+    conformer_init: str = key("default", choices=CONFORMER_INITS,
+                              doc="xavier: Xavier-uniform weights, zero biases on conformer linears")
+    depthwise_bias: bool = key(True, doc="the official DepthwiseConv1d has no bias")
     # task
     task: str = key("categorical", choices=TASKS, doc="or dimensional (arousal, valence, dominance)")
     n_outputs: int = key(6, bound=AT_LEAST_1)
@@ -108,18 +114,37 @@ def _cross(cfg: ModelConfig) -> list[str]:
     return errors
 
 
+OFFICIAL_ARCH = dict(shared_input_proj=True, conformer_init="xavier", depthwise_bias=False)
+# Foal-Net's official heads and alignment (ASolitaryMan/Foal-Net model.py), VAVL's terms off
+FOALNET_OFFICIAL = dict(fusion="foalnet", unimodal_weight=0.0, recon_weight=0.0,
+                        foal_temperature_form="official", foal_proj_dim=512, foal_cls_head="linear")
+
+# Names say what they set: "*_sizes" set model sizes only (training then follows the project's
+# recipe, TrainConfig defaults); "*_official*" are recipes: sizes, architecture switches and,
+# in study/training/config.py TRAINING_PRESETS under the same name, the training.
 PRESETS: dict[str, dict] = {
-    "paper": {},
-    "official": {},  # paper sizes; with it, study/training/config.py applies the official training recipe
+    "vavl_sizes": {},  # the official code's sizes, the project's architecture and training
+    "vavl_official_crema_d": dict(OFFICIAL_ARCH),  # + official architecture; training: run_cremad.sh
+    "vavl_official_msp_improv": dict(OFFICIAL_ARCH),  # ... training: run_mspimprov.sh (batch 9)
+    "foalnet_official": dict(FOALNET_OFFICIAL),  # VAVL encoders, Foal-Net's loss, heads and training
     "tiny": dict(audio_dim=32, video_dim=24, proj_dim=16, d_model=32, n_heads=2, enc_layers=1,
                  shared_layers=1, kernel_size=7, ff_mult=2, dropout=0.1, head_dropout=0.1,
                  head_hidden=16, gated_hidden=16, xattn_layers=1, foal_proj_dim=16, foal_layers=1,
                  foal_heads=2),
 }
+# Old names, kept so existing specs run: "paper" never set the paper's training (sizes only),
+# "official" is the CREMA-D recipe.
+PRESET_ALIASES = {"paper": "vavl_sizes", "official": "vavl_official_crema_d"}
+PRESETS.update({old: PRESETS[new] for old, new in PRESET_ALIASES.items()})
+
+
+def canonical_preset(name: str) -> str:
+    """The preset's current name (an old alias maps to the preset it stands for)."""
+    return PRESET_ALIASES.get(name, name)
 
 
 def model_config(preset: str = "paper", **overrides) -> ModelConfig:
-    """ModelConfig from a preset ("paper" | "tiny") plus field overrides.
+    """ModelConfig from a preset (a key of PRESETS, e.g. "vavl_sizes" | "tiny") plus field overrides.
 
     A dimensional task without an explicit n_outputs gets n_outputs=3.
     """

@@ -11,12 +11,17 @@ Choices, stated once:
 - No explicit positional encoding: the official code's conformer uses relative positional
   attention; here order information comes from the depthwise convolution, which keeps
   F.scaled_dot_product_attention usable with a plain boolean key mask.
+- Initialisation: PyTorch's defaults, or `xavier_init_` (the official conformer's `Linear`
+  wrapper: Xavier-uniform weights and zero biases on the input projection, feed-forward and
+  attention linears; its pointwise convs keep the default). The depthwise conv's bias is
+  switchable (`depthwise_bias`; the official `DepthwiseConv1d` has none).
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import init
 
 
 def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
@@ -41,13 +46,14 @@ class FeedForward(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention of queries x over keys/values y with a key padding mask."""
+    """Multi-head attention of queries x over keys/values y with a key padding mask; y may be
+    kv_dim wide (default d_model), the attention and its output are d_model wide."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, kv_dim: int | None = None):
         super().__init__()
         self.n_heads = n_heads
         self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.kv = nn.Linear(kv_dim or d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
@@ -85,12 +91,12 @@ class ConvModule(nn.Module):
     the (B, T, D) <-> (B, D, T) copies around them.
     """
 
-    def __init__(self, d_model: int, kernel_size: int, dropout: float):
+    def __init__(self, d_model: int, kernel_size: int, dropout: float, depthwise_bias: bool = True):
         super().__init__()
         self.norm_in = nn.LayerNorm(d_model)
         self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2,
-                                   groups=d_model)
+                                   groups=d_model, bias=depthwise_bias)
         self.norm_mid = nn.LayerNorm(d_model)  # per-frame: padding cannot leak into statistics
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
@@ -103,11 +109,12 @@ class ConvModule(nn.Module):
 
 
 class ConformerBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, kernel_size: int, ff_mult: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, kernel_size: int, ff_mult: int, dropout: float,
+                 depthwise_bias: bool = True):
         super().__init__()
         self.ff1 = FeedForward(d_model, ff_mult, dropout)
         self.attn = SelfAttention(d_model, n_heads, dropout)
-        self.conv = ConvModule(d_model, kernel_size, dropout)
+        self.conv = ConvModule(d_model, kernel_size, dropout, depthwise_bias)
         self.ff2 = FeedForward(d_model, ff_mult, dropout)
         self.norm = nn.LayerNorm(d_model)
 
@@ -121,10 +128,11 @@ class ConformerBlock(nn.Module):
 
 class ConformerStack(nn.Module):
     def __init__(self, n_layers: int, d_model: int, n_heads: int, kernel_size: int, ff_mult: int,
-                 dropout: float):
+                 dropout: float, depthwise_bias: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList(
-            ConformerBlock(d_model, n_heads, kernel_size, ff_mult, dropout) for _ in range(n_layers))
+            ConformerBlock(d_model, n_heads, kernel_size, ff_mult, dropout, depthwise_bias)
+            for _ in range(n_layers))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, T, D)
         for block in self.blocks:
@@ -132,14 +140,38 @@ class ConformerStack(nn.Module):
         return x
 
 
-class CrossAttentionBlock(nn.Module):
-    """Pre-LN cross-modal block (MulT style): x + Attn(LN x, LN y) -> x + FF(x), queries from x."""
+def xavier_linear_(linear: nn.Linear, parts: int = 1) -> None:
+    """Xavier-uniform weight (each of `parts` equal output slices on its own, as separate
+    linears would be) and zero bias: the official conformer's `Linear` wrapper."""
+    for w in linear.weight.data.chunk(parts, dim=0):
+        init.xavier_uniform_(w)
+    if linear.bias is not None:
+        init.zeros_(linear.bias)
 
-    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float):
+
+def xavier_init_(stack: ConformerStack) -> None:
+    """The official initialisation of a stack's feed-forward and attention linears (the
+    query/key/value maps as three d x d linears; pointwise convs keep PyTorch's default)."""
+    for block in stack.blocks:
+        for ff in (block.ff1, block.ff2):
+            xavier_linear_(ff.net[1])
+            xavier_linear_(ff.net[4])
+        attn = block.attn.attn
+        xavier_linear_(attn.q)
+        xavier_linear_(attn.kv, parts=2)
+        xavier_linear_(attn.out)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-LN cross-modal block (MulT style): x + Attn(LN x, LN y) -> x + FF(x), queries from x
+    (d_model wide), keys/values from y (kv_dim wide, default d_model)."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float,
+                 kv_dim: int | None = None):
         super().__init__()
         self.norm_q = nn.LayerNorm(d_model)
-        self.norm_kv = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm_kv = nn.LayerNorm(kv_dim or d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, kv_dim)
         self.drop = nn.Dropout(dropout)
         self.ff = FeedForward(d_model, ff_mult, dropout)
 
@@ -152,11 +184,12 @@ class CrossAttentionBlock(nn.Module):
 
 class PostLNCrossAttentionBlock(nn.Module):
     """Foal-Net's cross-attention layer (official model.py MultiHeadCrossAttention):
-    LN(x + Dropout(Attn(x, y))), no feed-forward, no dropout on the attention weights."""
+    LN(x + Dropout(Attn(x, y))), no feed-forward, no dropout on the attention weights; queries
+    d_model wide, keys/values kv_dim wide (official: encode_dim)."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, kv_dim: int | None = None):
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout=0.0)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout=0.0, kv_dim=kv_dim)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
 

@@ -36,6 +36,8 @@ class FusionInput:
     video_pred: Tensor  # (P, K)
     target: Tensor  # (P, K)
     label: Tensor  # (P,) long, -1 for dimensional
+    audio_input: Tensor | None = None  # (P, D_audio) masked mean of the input features
+    video_input: Tensor | None = None  # (P, D_video)
 
 
 @dataclass
@@ -124,34 +126,50 @@ class CrossModalFusion(nn.Module):
     """MulT-style cross-modal attention in both directions -> concat of the pooled results.
 
     audio queries attend over the video frames (layer by layer, keys/values stay the video
-    encoder output) and vice versa; returns (P, 2D): [a2v pooled | v2a pooled].
+    stream) and vice versa; returns (P, Wa + Wv): [a2v pooled | v2a pooled].
     form "pre_ln": pre-LN blocks with a feed-forward (MulT); "post_ln": Foal-Net's official layer.
+    widths (Wa, Wv): each stream's width; a stream narrower or wider than d_model is first mapped
+    by its own Linear(d_model, W) (Foal-Net's official streams: 1024 audio, 768 video).
     """
 
-    def __init__(self, cfg: ModelConfig, n_layers: int, n_heads: int | None = None, form: str = "pre_ln"):
+    def __init__(self, cfg: ModelConfig, n_layers: int, n_heads: int | None = None, form: str = "pre_ln",
+                 widths: tuple[int, int] | None = None):
         super().__init__()
         heads = n_heads or cfg.n_heads
+        wa, wv = widths or (cfg.d_model, cfg.d_model)
+        self.widths = (wa, wv)
+        self.map_audio = nn.Linear(cfg.d_model, wa) if wa != cfg.d_model else nn.Identity()
+        self.map_video = nn.Linear(cfg.d_model, wv) if wv != cfg.d_model else nn.Identity()
 
-        def block() -> nn.Module:
+        def block(q_dim: int, kv_dim: int) -> nn.Module:
             if form == "post_ln":
-                return PostLNCrossAttentionBlock(cfg.d_model, heads, cfg.dropout)
-            return CrossAttentionBlock(cfg.d_model, heads, cfg.ff_mult, cfg.dropout)
+                return PostLNCrossAttentionBlock(q_dim, heads, cfg.dropout, kv_dim)
+            return CrossAttentionBlock(q_dim, heads, cfg.ff_mult, cfg.dropout, kv_dim)
 
-        self.a2v = nn.ModuleList(block() for _ in range(n_layers))
-        self.v2a = nn.ModuleList(block() for _ in range(n_layers))
-        self.pool = nn.ModuleDict({d: build_pool(cfg.pooling, cfg.d_model) for d in ("a2v", "v2a")})
+        self.a2v = nn.ModuleList(block(wa, wv) for _ in range(n_layers))
+        self.v2a = nn.ModuleList(block(wv, wa) for _ in range(n_layers))
+        self.pool = nn.ModuleDict({"a2v": build_pool(cfg.pooling, wa), "v2a": build_pool(cfg.pooling, wv)})
 
     def direction(self, name: str, x: Tensor, x_mask: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
-        """Queries x (P, Tx, D) attend over y (P, Ty, D) through the `name` ("a2v" | "v2a") stack
-        -> pooled (P, D) (ModelConfig.pooling)."""
+        """Queries x (P, Tx, Wx) attend over y (P, Ty, Wy) through the `name` ("a2v" | "v2a") stack
+        -> pooled (P, Wx) (ModelConfig.pooling)."""
         for blk in getattr(self, name):
             x = blk(x, x_mask, y, y_mask)
         return self.pool[name](x, x_mask)
 
+    def streams(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """(P, Ta, D), (P, Tv, D) encoded frames -> (P, Ta, Wa), (P, Tv, Wv) streams."""
+        return self.map_audio(a), self.map_video(v)
+
+    def attend(self, sa: Tensor, a_mask: Tensor, sv: Tensor, v_mask: Tensor) -> Tensor:
+        """Both directions over already mapped streams -> (P, Wa + Wv)."""
+        xa = self.direction("a2v", sa, a_mask, sv, v_mask)  # (P, Wa)
+        xv = self.direction("v2a", sv, v_mask, sa, a_mask)  # (P, Wv)
+        return torch.cat([xa, xv], dim=-1)
+
     def forward(self, a: Tensor, a_mask: Tensor, v: Tensor, v_mask: Tensor) -> Tensor:
-        xa = self.direction("a2v", a, a_mask, v, v_mask)  # (P, D)
-        xv = self.direction("v2a", v, v_mask, a, a_mask)  # (P, D)
-        return torch.cat([xa, xv], dim=-1)  # (P, 2D)
+        sa, sv = self.streams(a, v)
+        return self.attend(sa, a_mask, sv, v_mask)  # (P, Wa + Wv)
 
 
 class CrossAttentionFusion(FusionStrategy):
@@ -266,36 +284,47 @@ class FoalNetFusion(FusionStrategy):
         head on both directions, P positives + a negative per audio and per video
         -> aux "match" (weight foal_match_weight);
     (c) classification from the bidirectional cross-attention fusion (foal_layers per direction,
-        foal_heads heads, foal_xattn post_ln (official) | pre_ln).
+        foal_heads heads, foal_xattn post_ln (official) | pre_ln; stream widths foal_audio_width,
+        foal_video_width, 0 = d_model; foal_cls_head mlp | linear (official)).
     Switches foal_use_align / foal_use_match remove (a) / (b) and their parameters. Batches with
     fewer than two paired samples give zero aux losses.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.fuse = CrossModalFusion(cfg, cfg.foal_layers, cfg.foal_heads, cfg.foal_xattn)
-        self.head = _head(cfg, 2 * cfg.d_model)
+        wa, wv = cfg.foal_audio_width or cfg.d_model, cfg.foal_video_width or cfg.d_model
+        self.fuse = CrossModalFusion(cfg, cfg.foal_layers, cfg.foal_heads, cfg.foal_xattn, (wa, wv))
+        self.head = (nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(wa + wv, cfg.n_outputs))
+                     if cfg.foal_cls_head == "linear" else _head(cfg, wa + wv))
         self.use_align, self.use_match = cfg.foal_use_align, cfg.foal_use_match
         self.temperature, self.temperature_form = cfg.foal_temperature, cfg.foal_temperature_form
         self.positives, self.negatives = cfg.foal_positives, cfg.foal_negatives
-        self.match_heads = cfg.foal_match_heads
+        self.match_heads, self.align_input = cfg.foal_match_heads, cfg.foal_align_input
         self.aux_weights = {}
         if self.use_align:
-            self.proj_audio = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.foal_proj_dropout)
-            self.proj_video = Projection(cfg.d_model, cfg.foal_proj_dim, cfg.foal_proj_dropout)
+            d_a, d_v = ((cfg.audio_dim, cfg.video_dim) if self.align_input == "features"
+                        else (cfg.d_model, cfg.d_model))
+            self.proj_audio = Projection(d_a, cfg.foal_proj_dim, cfg.foal_proj_dropout)
+            self.proj_video = Projection(d_v, cfg.foal_proj_dim, cfg.foal_proj_dropout)
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.foal_temperature)))
             self.aux_weights["align"] = cfg.foal_align_weight
         if self.use_match:
             if self.match_heads == "directional":
-                self.match_a2v = nn.Linear(cfg.d_model, 2)
-                self.match_v2a = nn.Linear(cfg.d_model, 2)
+                self.match_a2v = nn.Linear(wa, 2)
+                self.match_v2a = nn.Linear(wv, 2)
             else:
-                self.match_head = nn.Linear(2 * cfg.d_model, 1)
+                self.match_head = nn.Linear(wa + wv, 1)
             self.aux_weights["match"] = cfg.foal_match_weight
 
     def embeddings(self, inp: FusionInput) -> tuple[Tensor, Tensor]:
-        """L2-normalised (P, E) audio and video embeddings used for alignment and mining."""
-        if self.use_align:
+        """L2-normalised (P, E) audio and video embeddings used for alignment and mining.
+
+        foal_align_input "encoded": pooled encoded frames (the cross-attention's inputs);
+        "features": pooled input features (the pretrained extractors' outputs, as the official
+        AVEL pools WavLM's output and the CLIP frame features)."""
+        if self.use_align and self.align_input == "features":
+            za, zv = self.proj_audio(inp.audio_input), self.proj_video(inp.video_input)
+        elif self.use_align:
             za, zv = self.proj_audio(inp.audio_pooled), self.proj_video(inp.video_pooled)
         else:
             za, zv = inp.audio_pooled, inp.video_pooled
@@ -310,7 +339,8 @@ class FoalNetFusion(FusionStrategy):
         return sim * self.logit_scale.exp().clamp(max=100.0)
 
     def forward(self, inp: FusionInput) -> FusionOutput:
-        fused = self.fuse(inp.audio, inp.audio_mask, inp.video, inp.video_mask)  # (P, 2D)
+        sa, sv = self.fuse.streams(inp.audio, inp.video)  # (P, Ta, Wa), (P, Tv, Wv)
+        fused = self.fuse.attend(sa, inp.audio_mask, sv, inp.video_mask)  # (P, Wa + Wv)
         out = FusionOutput(self.head(fused))
         p = fused.shape[0]
         groups = emotion_groups(inp.target, inp.label, self.task)
@@ -319,35 +349,35 @@ class FoalNetFusion(FusionStrategy):
         if self.use_align:
             out.aux["align"] = alignment_loss(logits, groups, self.positives) if p >= 2 else logits.sum() * 0.0
         if self.use_match:
-            out.aux["match"] = self._match_loss(inp, fused, logits.detach(), groups)
+            streams = (sa, inp.audio_mask, sv, inp.video_mask)
+            out.aux["match"] = self._match_loss(streams, fused, logits.detach(), groups)
         return out
 
-    def _match_loss(self, inp: FusionInput, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
+    def _match_loss(self, streams: tuple, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
         if self.match_heads == "directional":
-            return self._directional_match_loss(inp, fused, sim, groups)
+            return self._directional_match_loss(streams, fused, sim, groups)
+        sa, a_mask, sv, v_mask = streams
         a_idx, v_idx, target = matching_pairs(sim, groups, self.negatives)
         p = fused.shape[0]
         neg_a, neg_v = a_idx[p:], v_idx[p:]
         parts = [fused]  # the original pairs are the positives: reuse their fusion
         if neg_a.numel():
-            parts.append(self.fuse(inp.audio[neg_a], inp.audio_mask[neg_a],
-                                   inp.video[neg_v], inp.video_mask[neg_v]))
+            parts.append(self.fuse.attend(sa[neg_a], a_mask[neg_a], sv[neg_v], v_mask[neg_v]))
         logits = self.match_head(torch.cat(parts)).squeeze(-1)  # (N,)
         return F.binary_cross_entropy_with_logits(logits, target)
 
-    def _directional_match_loss(self, inp: FusionInput, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
+    def _directional_match_loss(self, streams: tuple, fused: Tensor, sim: Tensor, groups: Tensor) -> Tensor:
         """Official MEM: mean of the a2v and v2a 2-way cross-entropies, each over the P original
         pairs (label 1) and one different-group partner per anchor (label 0)."""
+        sa, a_mask, sv, v_mask = streams
         rows, row_neg, cols, col_neg = hard_negatives(sim, groups, self.negatives)
-        d = fused.shape[1] // 2
-        a2v = [fused[:, :d]]  # audio-query stream of the original pairs
+        wa = self.fuse.widths[0]
+        a2v = [fused[:, :wa]]  # audio-query stream of the original pairs
         if rows.numel():
-            a2v.append(self.fuse.direction("a2v", inp.audio[rows], inp.audio_mask[rows],
-                                           inp.video[row_neg], inp.video_mask[row_neg]))
-        v2a = [fused[:, d:]]
+            a2v.append(self.fuse.direction("a2v", sa[rows], a_mask[rows], sv[row_neg], v_mask[row_neg]))
+        v2a = [fused[:, wa:]]
         if cols.numel():
-            v2a.append(self.fuse.direction("v2a", inp.video[cols], inp.video_mask[cols],
-                                           inp.audio[col_neg], inp.audio_mask[col_neg]))
+            v2a.append(self.fuse.direction("v2a", sv[cols], v_mask[cols], sa[col_neg], a_mask[col_neg]))
         return 0.5 * (_pair_ce(self.match_a2v(torch.cat(a2v)), fused.shape[0])
                       + _pair_ce(self.match_v2a(torch.cat(v2a)), fused.shape[0]))
 

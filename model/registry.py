@@ -94,13 +94,24 @@ FOAL_KEYS = {
                             doc="one BCE head | a2v + v2a 2-way heads (official)"),
     "foal_xattn": opt("post_ln", choices=("pre_ln", "post_ln"),
                       doc="pre-LN block with feed-forward | post-LN, no FF (official)"),
+    "foal_align_input": opt("encoded", choices=("encoded", "features"),
+                            doc="alignment pools the encoded frames | the input features (official)"),
+    "foal_audio_width": opt(0, bound=NON_NEGATIVE,
+                            doc="cross-attention width of the audio-query stream (0 = d_model; official 1024)"),
+    "foal_video_width": opt(0, bound=NON_NEGATIVE,
+                            doc="... of the video-query stream (0 = d_model; official 768)"),
+    "foal_cls_head": opt("mlp", choices=("mlp", "linear"),
+                         doc="classifier on the fused vector: VAVL's MLP | one Linear (official)"),
 }
 
 
 def _foal_check(cfg) -> list[str]:
-    if cfg.d_model % cfg.foal_heads:
-        return [f"foal_heads: d_model={cfg.d_model} is not divisible by foal_heads={cfg.foal_heads}"]
-    return []
+    out = []
+    for name in ("d_model", "foal_audio_width", "foal_video_width"):
+        width = getattr(cfg, name) or cfg.d_model
+        if width % cfg.foal_heads:
+            out.append(f"foal_heads: {name}={width} is not divisible by foal_heads={cfg.foal_heads}")
+    return out
 
 
 FUSIONS: dict[str, Strategy] = {

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from model.batch import Batch
 from model.config import ModelConfig
-from model.conformer import ConformerStack, zero_padding
+from model.conformer import ConformerStack, xavier_init_, xavier_linear_, zero_padding
 from model.fusion import FusionInput, build_fusion
 from model.heads import MLPHead, masked_mean
 from model.losses import RECON_WEIGHT, recon_sum, share_weighted, task_loss
@@ -47,7 +47,10 @@ class ModalityEncoder(nn.Module):
         self.inp = nn.Linear(cfg.proj_dim, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = ConformerStack(cfg.enc_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
-                                     cfg.ff_mult, cfg.dropout)
+                                     cfg.ff_mult, cfg.dropout, cfg.depthwise_bias)
+        if cfg.conformer_init == "xavier":
+            xavier_linear_(self.inp)
+            xavier_init_(self.blocks)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (N, T, proj_dim)
@@ -56,17 +59,28 @@ class ModalityEncoder(nn.Module):
 
 
 class SharedBlock(nn.Module):
-    """Shared conformer layers: LayerNorm(conformer(x) + x) (residual switchable)."""
+    """Shared conformer layers: LayerNorm(conformer(x) + x) (residual switchable).
+
+    shared_input_proj: the official Shared block's conformer starts with its own input projection,
+    Linear(d, d) + dropout, which the residual skips: LayerNorm(conformer(drop(W x)) + x).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.inp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout)) \
+            if cfg.shared_input_proj else None
         self.blocks = ConformerStack(cfg.shared_layers, cfg.d_model, cfg.n_heads, cfg.kernel_size,
-                                     cfg.ff_mult, cfg.dropout)
+                                     cfg.ff_mult, cfg.dropout, cfg.depthwise_bias)
         self.residual = cfg.shared_residual
         self.norm = nn.LayerNorm(cfg.d_model)
+        if cfg.conformer_init == "xavier":
+            xavier_init_(self.blocks)
+            if self.inp is not None:
+                xavier_linear_(self.inp[0])
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (N, T, D) -> (N, T, D)
-        h = self.blocks(x, mask)
+        h = x if self.inp is None else zero_padding(self.inp(x), mask)  # (N, T, D)
+        h = self.blocks(h, mask)
         if self.residual:
             h = h + x
         return zero_padding(self.norm(h), mask)
@@ -81,6 +95,7 @@ class Encoded:
     mask: Tensor  # (N, T) bool
     pooled: Tensor  # (N, D)
     pred: Tensor  # (N, K) unimodal head output
+    input_pooled: Tensor | None = None  # (N, D_in) masked mean of the input features
     recon: Tensor | None = None  # (N, D_in) reconstructed pooled input
     recon_target: Tensor | None = None  # (N, D_in) pooled input features
 
@@ -139,10 +154,10 @@ class AVModel(nn.Module):
         if self.shared is not None:
             h = self.shared(h, mask)
         pooled = self.pool[modality](h, mask)  # (N, D)
-        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled))
+        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled), masked_mean(x, mask).float())
         if self.recon is not None:
             out.recon = self.recon[modality](pooled)
-            out.recon_target = masked_mean(x, mask).float()
+            out.recon_target = out.input_pooled
         return out
 
     def _fuse(self, batch: Batch, enc: dict[str, Encoded | None], detach: bool = False):
@@ -157,9 +172,11 @@ class AVModel(nn.Module):
             audio=a_frames, audio_mask=a_mask, video=v_frames, video_mask=v_mask,
             audio_pooled=enc["audio"].pooled[rows["audio"]], video_pooled=enc["video"].pooled[rows["video"]],
             audio_pred=enc["audio"].pred[rows["audio"]], video_pred=enc["video"].pred[rows["video"]],
-            target=batch.target[pair_idx], label=batch.label[pair_idx])
+            target=batch.target[pair_idx], label=batch.label[pair_idx],
+            audio_input=enc["audio"].input_pooled[rows["audio"]],
+            video_input=enc["video"].input_pooled[rows["video"]])
         if detach:
-            inp = FusionInput(**{k: v.detach() for k, v in vars(inp).items()})
+            inp = FusionInput(**{k: None if v is None else v.detach() for k, v in vars(inp).items()})
         return pair_idx, self.fusion(inp)
 
     def _route(self, batch: Batch, enc: dict[str, Encoded | None], pair_idx: Tensor,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import export, figures, gather, sanity, tables
+from reports import export, figures, gather, recipe, sanity, tables
 from reports.fsio import Location, exists, find_studies, locate, write_text
 from reports.html import FigureCounter, Section, esc, figure, page, plotly_js
 from reports.load import StudyError, StudyFiles, check_study, load_study, make_context
@@ -27,9 +27,12 @@ def _header(rep: Report, index_href: str | None) -> str:
     c = rep.ctx
     back = f"<a href='{esc(index_href)}'>&larr; all studies</a> &middot; " if index_href else ""
     when = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+    lines = recipe.recipe_lines(rep.results)
+    training = "".join(f"<div class='recipe'>training, {esc(line)}</div>" for line in lines) or \
+        "<div class='recipe'>training: no trial has recorded its recipe yet</div>"
     return (f"<h1>{esc(c.name)} <span class='badge {esc(c.status)}'>{esc(c.status)}</span></h1>"
             f"<div>{back}{esc(c.task)} &middot; objective: {esc(c.condition)} {esc(c.metric)} &middot; "
-            f"generated {esc(when)}</div>")
+            f"generated {esc(when)}</div>{training}")
 
 
 def _render(rep: Report, index_href: str | None, with_plotlyjs: bool) -> str:

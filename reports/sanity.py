@@ -13,7 +13,9 @@ from reports.load import FIXED_CONDITIONS
 from reports.tables import STAGES, searched_data_conditions
 
 FLAG_MEANING = {"nan": "non-finite predictions", "one_class": "every prediction is the same class",
-                "chance": "score within chance level"}
+                "chance": "score within chance level",
+                "untrained": "predicted by a single-modality head the recipe does not train"}
+UNTRAINED = "untrained"  # study/training/sanity.py: not a broken prediction, an untrained head
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def _degenerate_trials(results: pd.DataFrame) -> tuple[str, ...]:
     if "degenerate" in results:
         ids |= set(results.loc[results["degenerate"].fillna(False).astype(bool), "trial_id"])
     if "flag" in results:
-        named = results[results["condition"].isin(FIXED_CONDITIONS) & results["flag"].notna()]
+        named = results[results["condition"].isin(FIXED_CONDITIONS) & results["flag"].notna()
+                        & (results["flag"] != UNTRAINED)]
         ids |= set(named["trial_id"])
     return tuple(sorted(map(str, ids)))
 
@@ -101,6 +104,12 @@ def warnings(s: Sanity) -> list[tuple[str, str]]:
         ms = [m for m in s.modalities if m["condition"] == cond]
         where = ", ".join(f"{m['stage']} stage ({m['n']} of {m['n']})" for m in ms)
         flags = ", ".join(sorted({f for m in ms for f in m["flags"].split(", ")}))
+        if flags == UNTRAINED:
+            out.append(("alarm", f"UNTRAINED HEAD: {cond} is predicted by a single-modality head that the "
+                        f"recipe does not train (unimodal_weight 0) in every trial of the {where}. Its scores "
+                        "are not the model's, and the missing-modality rows (audio_only, video_only, miss_*, "
+                        "robustness) are not results for this strategy."))
+            continue
         out.append(("alarm", f"DEGENERATE MODALITY: {cond} predictions are degenerate in every trial of the "
                     f"{where}; flags: {flags}. Scores and comparisons on {cond} are not results, and neither is "
                     "a ranking of strategies that relies on them."))
@@ -132,8 +141,9 @@ def index_text(s: Sanity) -> str:
     """Short warning of one index row ("" when nothing is wrong)."""
     stages = {}
     for m in s.modalities:
-        stages.setdefault(m["condition"], []).append(m["stage"])
-    parts = [f"DEGENERATE {cond} ({', '.join(st)})" for cond, st in stages.items()]
+        word = "UNTRAINED" if m["flags"] == UNTRAINED else "DEGENERATE"
+        stages.setdefault((word, m["condition"]), []).append(m["stage"])
+    parts = [f"{word} {cond} ({', '.join(st)})" for (word, cond), st in stages.items()]
     if s.trials:
         parts.append(f"{len(s.trials)} degenerate trial(s)")
     parts += [f"{n} searched in cells" for n in s.searched_data]

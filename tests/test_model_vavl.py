@@ -79,7 +79,10 @@ def test_config_presets_and_validation():
     paper = model_config("paper")
     assert (paper.proj_dim, paper.d_model, paper.enc_layers, paper.shared_layers, paper.n_heads,
             paper.kernel_size, paper.ff_mult, paper.dropout, paper.head_dropout) == (50, 512, 3, 2, 8, 31, 4, 0.1, 0.2)
-    assert model_config("official") == paper  # the official recipe preset has the paper sizes
+    assert model_config("vavl_sizes") == paper  # "paper" is the old name of the sizes-only preset
+    official = model_config("official")  # the CREMA-D recipe: paper sizes + official architecture
+    assert official == model_config("vavl_official_crema_d") == model_config(
+        "paper", shared_input_proj=True, conformer_init="xavier", depthwise_bias=False)
     assert model_config("tiny", task="dimensional").n_outputs == 3
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         model_config("tiny", not_a_field=1)

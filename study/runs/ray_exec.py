@@ -244,6 +244,7 @@ def _epoch_report(runs: list[FoldRun], ctx: TrialContext) -> dict:
         **{k: _mean(o[k] for o in objectives) for k in objectives[0]},
         "best_rows": _rows_json([row for r in runs for row in r.best_rows]), "finished": False,
         "config_json": json.dumps(cfg.to_flat(), sort_keys=True, default=list),
+        "recipe_json": json.dumps(cfg.recipe(), sort_keys=True),
         "protocol_json": json.dumps(cfg.protocol.to_dict(), sort_keys=True),
     }
 

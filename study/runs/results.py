@@ -110,6 +110,7 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
         "cpus": r.workers * r.cpus_per_worker, "gpus": r.workers * r.gpus_per_worker,
         "workers": r.workers,
         "config": rec.last.get("config_json") or json.dumps(flat, sort_keys=True),
+        "recipe": rec.last.get("recipe_json"),  # the training as it ran (TrainConfig.recipe)
         "protocol": rec.last.get("protocol_json") or json.dumps(
             {k: flat.get(k) for k in ("train_missing_rate", "audio_only_share",
                                       "modality_dropout", "seed")}),

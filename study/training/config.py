@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.config import ModelConfig, model_config, model_keys
+from model.config import ModelConfig, canonical_preset, model_config, model_keys
 from model.registry import strategy
 from study.data.protocol import ProtocolConfig
 from study.keys import (
@@ -33,7 +33,7 @@ from study.keys import (
 from study.vocab import SELECT_CONDITIONS
 
 SCHEDULES = ("auto", "fused", "detached", "three_pass")  # auto: the fusion strategy's own (model/registry.py)
-OPTIMIZERS = ("adamw", "adam")
+OPTIMIZERS = ("adamw", "adam", "adamw_all")  # adamw: decay on matrices; adam: L2 on all; adamw_all: decoupled on all
 LABEL_KINDS = ("hard", "soft")
 # dev conditions of every epoch a checkpoint (or an objective) is chosen on: study/vocab.py
 SELECT_METRICS = ("", "loss", "macro_f1", "accuracy", "uar", "ccc_mean", "ccc_arousal", "ccc_valence",
@@ -48,7 +48,7 @@ class TrainConfig:
 
     model: ModelConfig
     protocol: ProtocolConfig = ProtocolConfig()
-    preset: str = "paper"
+    preset: str = "vavl_sizes"  # a model/config.py PRESETS name (old aliases map to their new name)
     lr: float = key(1e-4, bound=POSITIVE)
     weight_decay: float = key(1e-4, bound=NON_NEGATIVE)
     batch_size: int = key(32, bound=AT_LEAST_1)
@@ -57,7 +57,8 @@ class TrainConfig:
     schedule: str = key("auto", choices=SCHEDULES,
                         doc="fused | detached | three_pass, auto = the strategy's (see train_schedule)")
     optimizer: str = key("adamw", choices=OPTIMIZERS,
-                         doc="adamw: decoupled decay on matrices; adam: L2 on every parameter")
+                         doc="adamw: decoupled decay on matrices; adam: L2 on every parameter; "
+                             "adamw_all: decoupled decay on every parameter (torch's AdamW default)")
     beta1: float = key(0.9, bound=UNIT_OPEN)
     beta2: float = key(0.999, bound=UNIT_OPEN)
     label_kind: str = key("hard", choices=LABEL_KINDS, doc="categorical targets: one-hot or consensus")
@@ -99,6 +100,26 @@ class TrainConfig:
         """(condition, metric, mode) the best dev epoch is chosen on (checkpoint selection)."""
         return self.select_condition, self.select_metric or self.primary_metric, self.select_mode
 
+    @property
+    def early_stopping(self) -> bool:
+        """Whether `patience` can end training before `max_epochs`."""
+        return self.patience < self.max_epochs
+
+    def recipe(self) -> dict:
+        """The training as it runs (schedule resolved, loss weights, optimiser, stopping,
+        selection): what a report header prints (results.parquet `recipe`, JSON)."""
+        condition, metric, mode = self.selection
+        m = self.model
+        decay_on = {"adamw": "matrices", "adam": "all (L2)", "adamw_all": "all"}[self.optimizer]
+        return {"preset": self.preset, "schedule": self.train_schedule, "optimizer": self.optimizer,
+                "lr": self.lr, "betas": [self.beta1, self.beta2], "weight_decay": self.weight_decay,
+                "decay_on": decay_on, "grad_clip": self.grad_clip, "batch_size": self.batch_size,
+                "max_epochs": self.max_epochs, "patience": self.patience,
+                "early_stopping": self.early_stopping, "class_balanced": self.class_balanced,
+                "selection": f"{condition} {metric} ({mode})", "precision": self.precision,
+                "unimodal_weight": m.unimodal_weight, "recon_weight": m.recon_weight,
+                "aux_weights": _aux_weights(m)}
+
     def to_flat(self) -> dict:
         flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "protocol")}
         flat.update(self.model.to_dict())
@@ -108,16 +129,37 @@ class TrainConfig:
         return flat
 
 
+def _aux_weights(m: ModelConfig) -> dict[str, float]:
+    if m.fusion != "foalnet":
+        return {}
+    return {**({"align": m.foal_align_weight} if m.foal_use_align else {}),
+            **({"match": m.foal_match_weight} if m.foal_use_match else {})}
+
+
+# The official VAVL recipe (ilucasgoncalves/VAVL run_cremad.sh, net/modelWrapper.py
+# init_optimizer, train.py): Adam lr 5e-5, betas (0.95, 0.999), L2 5e-7 on every parameter,
+# 20 epochs, batch 32, no clipping, three-pass schedule, checkpoint on the lowest dev loss.
+_VAVL_OFFICIAL = dict(optimizer="adam", lr=5e-5, beta1=0.95, beta2=0.999, weight_decay=5e-7,
+                      max_epochs=20, patience=20, batch_size=32, grad_clip=0.0, label_kind="hard",
+                      schedule="three_pass", select_condition="av", select_metric="loss",
+                      select_mode="min")
+
+# Training recipes, applied under the flat keys by config_from_flat when the (model) preset has
+# the same name (model/config.py PRESETS holds its sizes and architecture). Presets without an
+# entry here ("vavl_sizes", "tiny") train with the TrainConfig defaults: the project's recipe.
 TRAINING_PRESETS: dict[str, dict[str, Any]] = {
-    # The official VAVL recipe (ilucasgoncalves/VAVL run_cremad.sh, net/modelWrapper.py
-    # init_optimizer, train.py): Adam lr 5e-5, betas (0.95, 0.999), L2 5e-7 on every parameter,
-    # 20 epochs, batch 32, no clipping, three-pass schedule, checkpoint on the lowest dev loss.
-    # Applied under the flat keys by config_from_flat when the (model) preset is "official".
-    "official": dict(optimizer="adam", lr=5e-5, beta1=0.95, beta2=0.999, weight_decay=5e-7,
-                     max_epochs=20, patience=20, batch_size=32, grad_clip=0.0, label_kind="hard",
-                     schedule="three_pass", select_condition="av", select_metric="loss",
-                     select_mode="min"),
+    "vavl_official_crema_d": dict(_VAVL_OFFICIAL),  # run_cremad.sh
+    "vavl_official_msp_improv": dict(_VAVL_OFFICIAL, batch_size=9),  # run_mspimprov.sh: batch 9
+    # Foal-Net's official train.py: AdamW(model.parameters(), lr 1e-4) = decoupled decay 0.01 on
+    # every parameter, batch 16, 40 epochs (no early stopping, the LR scheduler is never passed),
+    # no clipping, WeightedRandomSampler (class_balanced), best dev UA kept.
+    "foalnet_official": dict(optimizer="adamw_all", lr=1e-4, beta1=0.9, beta2=0.999,
+                             weight_decay=0.01, batch_size=16, max_epochs=40, patience=40,
+                             grad_clip=0.0, label_kind="hard", class_balanced=True,
+                             schedule="fused", select_condition="av", select_metric="uar",
+                             select_mode="max"),
 }
+TRAINING_PRESETS["official"] = TRAINING_PRESETS["vavl_official_crema_d"]  # the old name
 
 
 def primary_metric(task: str) -> str:
@@ -150,7 +192,7 @@ def config_from_flat(flat: dict, preset: str | None = None, data_dir: str | Path
     Unknown keys are an error that names them.
     """
     flat = dict(flat)
-    preset = flat.pop("preset", None) or preset or "paper"
+    preset = canonical_preset(flat.pop("preset", None) or preset or "vavl_sizes")
     flat = {**TRAINING_PRESETS.get(preset, {}), **flat}  # explicit keys win over the recipe
     check_flat(flat)
     model_kw = {k: v for k, v in flat.items() if k not in TRAIN_KEYS | PROTOCOL_KEYS | {"seed"}}

@@ -11,7 +11,13 @@ A row's `flag` is null when its predictions look sane, else the first that appli
   errors of a proportion c on n samples. Dimensional: mean CCC
   <= 2 / sqrt(n) (two standard errors of a correlation around 0; constant predictions give 0).
 
-A trial is `degenerate` when any of its `av`, `audio_only` or `video_only` rows has a flag.
+- `untrained` (set by the session, not by `row_flag`): some of the row's samples are predicted
+  by a single-modality head that the recipe does not train (`unimodal_weight: 0`, e.g. the
+  `foalnet_official` recipe, whose loss has no unimodal terms): its scores are those of an
+  untrained head, not of the model. `nan` still wins over it.
+
+A trial is `degenerate` when any of its `av`, `audio_only` or `video_only` rows has a flag other
+than `untrained` (an untrained head is the recipe's choice, not a broken prediction).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-FLAGS = ("nan", "one_class", "chance")
+FLAGS = ("nan", "one_class", "chance", "untrained")
+UNTRAINED = "untrained"
 TRIAL_CONDITIONS = ("av", "audio_only", "video_only")
 
 
@@ -61,8 +68,10 @@ def row_flag(pred: np.ndarray, task: str, metrics: Mapping[str, float],
 
 
 def degenerate(rows: Iterable[Mapping]) -> bool:
-    """True when a flag is set on any of the trial's av / audio_only / video_only rows."""
-    return any(r.get("flag") for r in rows if r.get("condition") in TRIAL_CONDITIONS)
+    """True when a flag other than `untrained` is set on any of the trial's av / audio_only /
+    video_only rows."""
+    return any(r.get("flag") and r.get("flag") != UNTRAINED for r in rows
+               if r.get("condition") in TRIAL_CONDITIONS)
 
 
 def nan_metrics(metrics: dict) -> dict:

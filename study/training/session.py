@@ -34,7 +34,7 @@ from study.data.protocol import (
 from study.training.config import TrainConfig, objective_value
 from study.training.loader import bucketed_batches, class_balanced_order, load_splits, sequential_batches, shard_batches
 from study.training.metrics import categorical_metrics, dimensional_metrics
-from study.training.sanity import degenerate, nan_metrics, row_flag
+from study.training.sanity import UNTRAINED, degenerate, nan_metrics, row_flag
 
 # ----------------------------------------------------------------------------- session
 
@@ -219,12 +219,19 @@ class Session:
                                                 self.cfg.protocol)
             pred = self._condition_pred(split, cond, preds, a, v)
             row = self._metrics(pred[keep], data.target[keep], data.label[keep])
+            if row["flag"] != "nan" and self._untrained_heads and (a ^ v)[keep].any():
+                row["flag"] = UNTRAINED  # some samples are predicted by a head the recipe never trains
             rows.append({"condition": cond.name, "family": cond.family, "level": cond.level,
                          "test_missing_rate": cond.test_missing_rate, "n": int(keep.sum()), **row})
         for family in dict.fromkeys(c.family for c in plan if c.family):
             if conditions is None or robustness_name(family) in conditions:
                 rows.append(_robustness_row(rows, family))
         return rows
+
+    @property
+    def _untrained_heads(self) -> bool:
+        """The single-modality heads get no training signal (unimodal_weight 0)."""
+        return self.cfg.model.unimodal_weight == 0
 
     def _condition_pred(self, split: str, cond: Condition, preds: dict[str, np.ndarray],
                         a: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -325,10 +332,13 @@ class Session:
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """adamw: AdamW, decoupled weight decay on matrices/conv kernels only (model.param_groups);
-    adam: Adam with L2 weight_decay on every parameter, as the official VAVL code."""
+    adam: Adam with L2 weight_decay on every parameter, as the official VAVL code;
+    adamw_all: AdamW with decoupled decay on every parameter, as the official Foal-Net code."""
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw_all":  # Foal-Net's AdamW(model.parameters()): norms and biases decay too
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=betas)
 
 
@@ -363,8 +373,10 @@ def _robustness_row(rows: list[dict], family: str = "miss") -> dict:
     skip = {"level", "test_missing_rate", "n"}
     keys = [k for k, v in curve[0].items() if isinstance(v, float) and k not in skip] if curve else []
     levels = [r["level"] for r in curve]
+    untrained = any(r.get("flag") == UNTRAINED for r in curve)  # the area rests on untrained heads
     out = {"condition": robustness_name(family), "family": family, "level": None,
-           "test_missing_rate": None, "n": curve[0]["n"] if curve else 0, "flag": None}
+           "test_missing_rate": None, "n": curve[0]["n"] if curve else 0,
+           "flag": UNTRAINED if untrained else None}
     out.update({k: robustness(levels, [r[k] for r in curve]) for k in keys})
     return out
 
@@ -385,7 +397,7 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
         curves.append({**info, **curve_metrics(rows, cfg)})
         log(_epoch_line(info, rows, score, cfg))
     session.restore_best()  # the best dev epoch; test is evaluated once, from it
-    record = {"config": cfg.to_flat(), "protocol": cfg.protocol.to_dict(),
+    record = {"config": cfg.to_flat(), "recipe": cfg.recipe(), "protocol": cfg.protocol.to_dict(),
               "best_epoch": session.best_epoch, "epochs": session.epoch,
               "wall_time_s": time.perf_counter() - start,
               "dev": session.evaluate("dev", extended=True),
@@ -436,6 +448,7 @@ def records_frame(record: dict, classes: list[str]) -> pd.DataFrame:
     df["protocol"] = json.dumps(record["protocol"])
     for key in ("epochs", "best_epoch", "wall_time_s", "normalize", "unpaired_share", "degenerate"):
         df[key] = record[key]
+    df["recipe"] = json.dumps(record.get("recipe")) if record.get("recipe") else None
     return df
 
 

@@ -11,6 +11,7 @@ Extractors take a list of waveforms and return a list of (T, D) float32 arrays; 
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -25,6 +26,15 @@ SOUNDFILE_EXTS = (".wav", ".flac", ".ogg")
 
 class MediaError(Exception):
     """A media file that cannot give features (unreadable, empty, no face...): data, not a bug."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, hex (weights provenance in dataset.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class ModelUnavailable(RuntimeError):
@@ -42,13 +52,45 @@ def model_unavailable_message(model: str, flag: str, err: BaseException | None =
             "--audio compare (openSMILE).")
 
 
-def check_audio_model(model: str) -> None:
-    """Fail early, with the project's message, when `model` cannot be loaded (reads its config only)."""
+HUB_HOST = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """False at once when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set, else whether a TCP
+    connection to the hub opens within `timeout` s (never the ~28 s of transformers' retries)."""
+    import os
+    import socket
+    if any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+           for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _local_only(model: str) -> bool:
+    """Load `model` without the network: a local directory, a cached hub name, or no hub."""
     if Path(model).is_dir():
-        return
+        return True
     try:
         from transformers import AutoConfig
-        AutoConfig.from_pretrained(model)
+        AutoConfig.from_pretrained(model, local_files_only=True)
+        return True                                # in the Hugging Face cache
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        raise ModelUnavailable(model_unavailable_message(model, "--audio-model")) from None
+    return False
+
+
+def check_audio_model(model: str) -> None:
+    """Fail early, with the project's message, when `model` cannot be loaded (reads its config
+    only). Offline (HF_HUB_OFFLINE, or no connection to the hub within 1 s) fails at once."""
+    try:
+        from transformers import AutoConfig
+        AutoConfig.from_pretrained(model, local_files_only=_local_only(model))
     except (OSError, ValueError) as err:          # offline, not cached, unknown repo, bad dir
         raise ModelUnavailable(model_unavailable_message(model, "--audio-model", err)) from None
 
@@ -199,27 +241,73 @@ class OpenSmileExtractor:
 # ----------------------------------------------------------------------------- wav2vec2
 
 
+AUDIO_NORMS = ("utterance", "training", "none")  # z-score per utterance | one training-set mean/std | none
+
+
+@dataclass(frozen=True)
+class WaveformOptions:
+    """What the waveform goes through before wav2vec2 (recorded in dataset.json's provenance).
+
+    norm "utterance": per-utterance z-score when the model's preprocessor says do_normalize (the
+    Hugging Face default); "training": one mean/std over every training-set sample, `stats`
+    (VAVL utils/normalizer.py get_norm_stat_for_wav); "none": raw. max_seconds: keep the first
+    N seconds (VAVL: 12; None keeps all)."""
+
+    norm: str = "utterance"
+    stats: tuple[float, float] | None = None
+    max_seconds: float | None = None
+
+    def apply(self, wave: np.ndarray, model_normalizes: bool) -> np.ndarray:
+        if self.max_seconds:
+            wave = wave[:int(self.max_seconds * SAMPLE_RATE)]
+        if self.norm == "training":
+            mean, std = self.stats
+            return ((wave - mean) / (std + 1e-6)).astype(np.float32)
+        if self.norm == "utterance" and model_normalizes:
+            return ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+        return wave
+
+
+def waveform_stats(waves) -> tuple[float, float]:
+    """(mean, std) over every sample of an iterable of waveforms (one pass, float64 sums)."""
+    n, total, squares = 0, 0.0, 0.0
+    for w in waves:
+        w = np.asarray(w, np.float64)
+        n, total, squares = n + w.size, total + w.sum(), squares + (w * w).sum()
+    if n == 0:
+        raise ValueError("no training-set audio to compute the waveform mean/std from")
+    mean = total / n
+    return float(mean), float(np.sqrt(max(squares / n - mean * mean, 0.0)))
+
+
 class Wav2Vec2Extractor:
-    """wav2vec2/HuBERT/WavLM hidden states at 50 Hz, from `model` (local dir or hub name)."""
+    """wav2vec2/HuBERT/WavLM hidden states at 50 Hz, from `model` (local dir or hub name).
+
+    checkpoint: a state dict to load over the (truncated) model, e.g. VAVL's fine-tuned
+    `final_wav2vec.pt` (wav2vec2-large-robust with 12 layers): the architecture comes from
+    `model`'s config only (a local directory holding config.json; its weights, if any, are
+    replaced), so nothing is downloaded. `sha256` is the checkpoint file's hash.
+    """
 
     rate_hz = 50.0
 
     def __init__(self, model: str, layer: int | None = None, device: str = "cpu",
-                 batch_seconds: float = 160.0):
-        from transformers import AutoModel
-        try:
-            net = AutoModel.from_pretrained(model)
-        except (OSError, ValueError) as err:      # offline, not cached, unknown repo, bad dir
-            raise ModelUnavailable(model_unavailable_message(model, "--audio-model", err)) from None
+                 batch_seconds: float = 160.0, checkpoint: str | None = None,
+                 waveform: WaveformOptions = WaveformOptions()):
+        net = _load_model(model, checkpoint)
         total = net.config.num_hidden_layers
         layer = total if layer is None else int(layer)
         if not 1 <= layer <= total:
             raise ValueError(f"--audio-layer {layer}: {model} has {total} transformer layers")
         net.encoder.layers = net.encoder.layers[:layer]                     # VAVL: keep 12 of 24
+        self.sha256 = _load_checkpoint(net, checkpoint) if checkpoint else None
         self.net = net.eval().to(device)
         self.device, self.layer = torch.device(device), layer
         self.dim = int(net.config.hidden_size)
-        self.name = f"{Path(model).name if Path(model).exists() else model}:layer{layer}"
+        base = Path(model).name if Path(model).exists() else model
+        ckpt = f":{Path(checkpoint).name}:sha256={self.sha256[:12]}" if checkpoint else ""
+        self.name = f"{base}:layer{layer}{ckpt}"
+        self.waveform = waveform
         self.normalize = _do_normalize(model)
         # Group-normed feature encoders (wav2vec2-base) see padding: run those one at a time.
         self.can_pad = getattr(net.config, "feat_extract_norm", "layer") == "layer"
@@ -248,17 +336,48 @@ class Wav2Vec2Extractor:
 
     @torch.no_grad()
     def _forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        waves = [self.waveform.apply(w, self.normalize) for w in waves]  # cut, then z-score
         lens = [len(w) for w in waves]
         x = np.zeros((len(waves), max(lens)), np.float32)                   # (B, N)
         mask = np.zeros((len(waves), max(lens)), np.int64)
         for i, w in enumerate(waves):
-            if self.normalize:
-                w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
             x[i, :len(w)], mask[i, :len(w)] = w, 1
         kwargs = {"attention_mask": torch.from_numpy(mask).to(self.device)} if len(waves) > 1 else {}
         hidden = self.net(torch.from_numpy(x).to(self.device), **kwargs).last_hidden_state  # (B, T, D)
         frames = self.net._get_feat_extract_output_lengths(torch.tensor(lens))             # (B,)
         return [hidden[i, :int(t)].float().cpu().numpy() for i, t in enumerate(frames)]
+
+
+def _load_model(model: str, checkpoint: str | None):
+    """The transformers model of `model`; with a checkpoint, built from the config alone."""
+    from transformers import AutoConfig, AutoModel
+    try:
+        local = _local_only(model)
+        if checkpoint:
+            return AutoModel.from_config(AutoConfig.from_pretrained(model, local_files_only=local))
+        return AutoModel.from_pretrained(model, local_files_only=local)
+    except (OSError, ValueError) as err:      # offline, not cached, unknown repo, bad dir
+        raise ModelUnavailable(model_unavailable_message(model, "--audio-model", err)) from None
+
+
+def _load_checkpoint(net, checkpoint: str) -> str:
+    """Load a state dict (weights_only) over `net`, strictly; returns the file's SHA-256.
+
+    Keys may carry a `wav2vec2.` / `module.` prefix (a wrapped model's state dict)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"--audio-checkpoint {checkpoint}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    for prefix in ("module.", "wav2vec2.", "wav2vec_model."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"--audio-checkpoint {checkpoint} does not fit --audio-model's architecture "
+                         f"truncated to --audio-layer: {str(err).splitlines()[0][:300]}") from None
+    return file_sha256(path)
 
 
 def _do_normalize(model: str) -> bool:
@@ -269,6 +388,8 @@ def _do_normalize(model: str) -> bool:
         return bool(json.loads(path.read_text()).get("do_normalize", True))
     try:
         from transformers import AutoFeatureExtractor
-        return bool(getattr(AutoFeatureExtractor.from_pretrained(model), "do_normalize", True))
+        local = Path(model).exists() or not hub_reachable()               # never a network wait
+        fe = AutoFeatureExtractor.from_pretrained(model, local_files_only=local)
+        return bool(getattr(fe, "do_normalize", True))
     except Exception:                                                      # offline or no config
         return True

@@ -6,8 +6,10 @@ checks that both tables agree.
 from __future__ import annotations
 
 AUDIO = {
-    "wav2vec2": "wav2vec2-family model (--audio-model, VAVL: wav2vec2-large-robust cut to 12 layers), "
-                "1024-d at 50 Hz; downloads the model unless --audio-model is a local directory",
+    "wav2vec2": "wav2vec2-family model (--audio-model, VAVL: wav2vec2-large-robust cut to 12 layers; "
+                "VAVL's fine-tuned weights with --audio-checkpoint final_wav2vec.pt), 1024-d at 50 Hz; "
+                "downloads the model unless --audio-model is a local directory or cached (offline: "
+                "fails at once)",
     "logmel": "80 log-mel bands, 25 ms window, 20 ms hop (50 Hz); no weights",
     "egemaps": "openSMILE eGeMAPSv02 low-level descriptors (pitch, jitter, shimmer, formants, "
                "loudness, MFCC 1-4...), 25-d at 100 Hz; no download",
@@ -17,8 +19,12 @@ AUDIO = {
 }
 
 VIDEO = {
-    "efficientnet": "timm efficientnet_b2 on the face crop, 1408-d per frame (VAVL); --video-weights "
-                    "hub downloads ImageNet weights, or give a local file",
+    "efficientnet-imagenet": "timm efficientnet_b2 with ImageNet weights on the unaligned 256-px face "
+                             "crop, 1408-d per frame (NOT VAVL's features); --video-weights hub "
+                             "downloads them, or give a local file",
+    "hsemotion": "VAVL's face features: HSEmotion's AffectNet EfficientNet-B2 (enet_b2_8_best.pt, "
+                 "classifier removed), 1408-d, on dlib 5-point aligned 224-px faces; --video-weights "
+                 "FILE (local; a pickled module or a state dict), nothing downloaded",
     "pixels": "face crop as 16x16 grey pixels + 8-bin R/G/B histograms, 280-d; no weights",
     "landmarks": "dlib's 68 face landmarks on the crop (x, y in crop units), 136-d: a face-expression "
                  "geometry; model shipped by the face_recognition_models package, no download",

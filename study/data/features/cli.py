@@ -63,15 +63,25 @@ def _add_audio_args(e) -> None:
                    "into the Hugging Face cache; offline, use a local directory)")
     g.add_argument("--audio-layer", type=int, default=12,
                    help="--audio wav2vec2: keep the first N transformer layers (VAVL: 12 of 24)")
+    g.add_argument("--audio-checkpoint", help="--audio wav2vec2: a state dict loaded over --audio-model's "
+                   "architecture truncated to --audio-layer, e.g. VAVL's fine-tuned final_wav2vec.pt "
+                   "with --audio-model a local wav2vec2-large-robust config directory")
+    g.add_argument("--audio-norm", default="utterance", choices=["utterance", "training", "none"],
+                   help="--audio wav2vec2: waveform z-score per utterance (when the model's "
+                   "preprocessor normalises), with one training-set mean/std (VAVL), or none")
+    g.add_argument("--audio-max-seconds", type=float,
+                   help="--audio wav2vec2: keep the first N seconds of each waveform (VAVL: 12; "
+                   "default: all)")
 
 
 def _add_video_args(e) -> None:
     g = e.add_argument_group("video")
-    g.add_argument("--video", default="efficientnet", choices=list(VIDEO), help=describe(VIDEO))
+    g.add_argument("--video", default="efficientnet-imagenet", choices=list(VIDEO), help=describe(VIDEO))
     g.add_argument("--video-weights", default="hub",
-                   help="--video efficientnet: 'hub' (timm's pretrained weights, downloaded once), a "
-                   "local checkpoint file, or 'none' (random init); --video landmarks: 'hub' (the "
-                   "packaged dlib model) or a shape-predictor .dat file")
+                   help="--video efficientnet-imagenet: 'hub' (timm's ImageNet weights, downloaded once), "
+                   "a local checkpoint file, or 'none' (random init); --video hsemotion: HSEmotion's "
+                   "enet_b2_8_best.pt (required; its SHA-256 goes to dataset.json); --video landmarks: "
+                   "'hub' (the packaged dlib model) or a shape-predictor .dat file")
     g.add_argument("--face-detector", default="dlib", choices=list(FACE_DETECTORS),
                    help=describe(FACE_DETECTORS))
     g.add_argument("--face-model", help="--face-detector yunet: the YuNet ONNX file (required); "
@@ -115,6 +125,8 @@ def config_from_args(args) -> ExtractConfig:
     return ExtractConfig(
         corpus=args.corpus, root=args.root, out=args.out, audio=args.audio, video=args.video,
         audio_model=args.audio_model, audio_layer=args.audio_layer, video_weights=args.video_weights,
+        audio_checkpoint=args.audio_checkpoint, audio_norm=args.audio_norm,
+        audio_max_seconds=args.audio_max_seconds,
         partition=args.partition, corpus_options=corpus_options_from_args(args),
         face_detector=args.face_detector, face_model=args.face_model, video_fps=args.video_fps,
         detect_every=args.detect_every, min_face=args.min_face, dtype=args.dtype,
@@ -132,7 +144,7 @@ def run(args) -> int:
     from study.data.features.extract import extract
     try:
         out = extract(config_from_args(args))
-    except (ImportError, ModelUnavailable) as err:   # a media extra not installed; a model offline
+    except (ImportError, ModelUnavailable, FileNotFoundError, ValueError) as err:  # extra, model, file
         print(f"avstudy features: error: {err}", file=sys.stderr)
         return 1  # runtime: the request is valid, this machine lacks what it needs
     report = pd.read_csv(out / "extraction_report.csv")

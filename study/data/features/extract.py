@@ -37,10 +37,15 @@ class ExtractConfig:
     root: str
     out: str
     audio: str = "wav2vec2"                  # a key of choices.AUDIO
-    video: str = "efficientnet"              # a key of choices.VIDEO
+    video: str = "efficientnet-imagenet"     # a key of choices.VIDEO
     audio_model: str = "facebook/wav2vec2-large-robust"
     audio_layer: int | None = 12             # VAVL keeps 12 of the 24 layers
-    video_weights: str = "hub"               # efficientnet: hub | FILE | none; landmarks: hub | FILE
+    audio_checkpoint: str | None = None      # a state dict over audio_model's config (VAVL's final_wav2vec.pt)
+    audio_norm: str = "utterance"            # utterance | training (VAVL: one training-set mean/std) | none
+    audio_max_seconds: float | None = None   # keep the first N s of each waveform (VAVL: 12)
+    audio_norm_stats: tuple | None = None    # (mean, std) for audio_norm "training"; computed by extract()
+    video_weights: str = "hub"               # efficientnet-imagenet: hub | FILE | none; hsemotion: FILE;
+                                             # landmarks: hub | FILE
     partition: str | None = None
     corpus_options: dict = field(default_factory=dict)   # scan() keywords of the corpus (its OPTIONS)
     face_detector: str = "dlib"              # a key of choices.FACE_DETECTORS
@@ -72,7 +77,8 @@ _CACHE: dict[tuple, object] = {}      # one set of models per process (Ray reuse
 def build_extractors(cfg: ExtractConfig) -> tuple[object | None, object | None]:
     """(audio extractor, video extractor), either None when that modality is "none"."""
     device = cfg.device or _default_device()
-    key = (cfg.audio, cfg.audio_model, cfg.audio_layer, cfg.video, cfg.video_weights, device)
+    key = (cfg.audio, cfg.audio_model, cfg.audio_layer, cfg.audio_checkpoint, cfg.audio_norm,
+           cfg.audio_max_seconds, cfg.audio_norm_stats, cfg.video, cfg.video_weights, device)
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = (_build(AUDIO_BUILDERS, "audio", cfg, device),
@@ -85,8 +91,15 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+RENAMED = {"efficientnet": "--video efficientnet is now --video efficientnet-imagenet (timm's ImageNet "
+                           "EfficientNet-B2 on unaligned crops, not VAVL's features); VAVL's face "
+                           "features are --video hsemotion --video-weights enet_b2_8_best.pt"}
+
+
 def _build(table: dict, modality: str, cfg: ExtractConfig, device: str):
     name = getattr(cfg, modality)
+    if name in RENAMED:
+        raise ValueError(RENAMED[name])
     if name not in table:
         raise ValueError(f"--{modality} {name!r}: choose one of {sorted(table)}")
     return table[name](cfg, device)
@@ -94,7 +107,19 @@ def _build(table: dict, modality: str, cfg: ExtractConfig, device: str):
 
 def _wav2vec2(cfg: ExtractConfig, device: str):
     from study.data.features.audio import Wav2Vec2Extractor
-    return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device)
+    return Wav2Vec2Extractor(cfg.audio_model, cfg.audio_layer, device, checkpoint=cfg.audio_checkpoint,
+                             waveform=waveform_options(cfg))
+
+
+def waveform_options(cfg: ExtractConfig):
+    from study.data.features.audio import AUDIO_NORMS, WaveformOptions
+    if cfg.audio_norm not in AUDIO_NORMS:
+        raise ValueError(f"--audio-norm {cfg.audio_norm!r}: choose one of {list(AUDIO_NORMS)}")
+    if cfg.audio_norm == "training" and cfg.audio_norm_stats is None:
+        raise ValueError("--audio-norm training needs the training-set waveform mean/std "
+                         "(extract() computes them before the shards run)")
+    stats = tuple(cfg.audio_norm_stats) if cfg.audio_norm_stats is not None else None
+    return WaveformOptions(cfg.audio_norm, stats, cfg.audio_max_seconds)
 
 
 def _logmel(cfg: ExtractConfig, device: str):
@@ -114,6 +139,11 @@ def _efficientnet(cfg: ExtractConfig, device: str):
     return EfficientNetExtractor(cfg.video_weights, device)
 
 
+def _hsemotion(cfg: ExtractConfig, device: str):
+    from study.data.features.video import HSEmotionExtractor
+    return HSEmotionExtractor(cfg.video_weights, device)
+
+
 def _pixels(cfg: ExtractConfig, device: str):
     from study.data.features.video import PixelExtractor
     return PixelExtractor()
@@ -127,8 +157,8 @@ def _landmarks(cfg: ExtractConfig, device: str):
 # name -> builder(cfg, device); the names and their help live in choices.py (torch-free)
 AUDIO_BUILDERS = {"wav2vec2": _wav2vec2, "logmel": _logmel, "egemaps": _opensmile("egemaps"),
                   "compare": _opensmile("compare"), "none": lambda cfg, device: None}
-VIDEO_BUILDERS = {"efficientnet": _efficientnet, "pixels": _pixels, "landmarks": _landmarks,
-                  "none": lambda cfg, device: None}
+VIDEO_BUILDERS = {"efficientnet-imagenet": _efficientnet, "hsemotion": _hsemotion, "pixels": _pixels,
+                  "landmarks": _landmarks, "none": lambda cfg, device: None}
 assert set(AUDIO_BUILDERS) == set(choices.AUDIO) and set(VIDEO_BUILDERS) == set(choices.VIDEO)
 
 
@@ -141,21 +171,32 @@ def preflight(cfg: ExtractConfig) -> None:
     """Errors a shard would hit, raised once before any shard starts (bad names, offline models)."""
     from study.data.features.audio import check_audio_model
     for modality, table in (("audio", AUDIO_BUILDERS), ("video", VIDEO_BUILDERS)):
+        if getattr(cfg, modality) in RENAMED:
+            raise ValueError(RENAMED[getattr(cfg, modality)])
         if getattr(cfg, modality) not in table:
             raise ValueError(f"--{modality} {getattr(cfg, modality)!r}: choose one of {sorted(table)}")
     if cfg.audio == "wav2vec2":
         check_audio_model(cfg.audio_model)
+        waveform_options(cfg)
+        if cfg.audio_checkpoint and not Path(cfg.audio_checkpoint).is_file():
+            raise FileNotFoundError(f"--audio-checkpoint {cfg.audio_checkpoint}: no such file")
+    if cfg.video == "hsemotion" and not Path(cfg.video_weights).is_file():
+        raise FileNotFoundError(f"--video hsemotion --video-weights {cfg.video_weights}: no such file "
+                                "(HSEmotion's enet_b2_8_best.pt, a local file; nothing is downloaded)")
     if cfg.video != "none":
         FaceCropper(face_config(cfg))                 # detector missing / model file absent
 
 
 def fingerprint(cfg: ExtractConfig) -> dict:
     """What must match for shards of an earlier run to be reused."""
-    keys = ("corpus", "audio", "video", "audio_model", "audio_layer", "video_weights",
-            "video_fps", "detect_every", "min_face", "dtype")
+    keys = ("corpus", "audio", "video", "audio_model", "audio_layer", "audio_checkpoint",
+            "audio_norm", "audio_max_seconds", "video_weights", "video_fps", "detect_every",
+            "min_face", "dtype")
     out = {k: getattr(cfg, k) for k in keys}
     if cfg.video != "none":
         out |= {"face_detector": cfg.face_detector, "face_model": cfg.face_model}
+    if cfg.audio_norm_stats is not None:
+        out["audio_norm_stats"] = [float(v) for v in cfg.audio_norm_stats]
     return out
 
 
@@ -186,6 +227,8 @@ def extract_shard(cfg: ExtractConfig, rows: list[dict], shard: Path) -> dict:
               "dims": {"audio": getattr(audio_x, "dim", None), "video": getattr(video_x, "dim", None)},
               "extractors": {"audio": getattr(audio_x, "name", None),
                              "video": getattr(video_x, "name", None)},
+              "sha256": {"audio": getattr(audio_x, "sha256", None),
+                         "video": getattr(video_x, "sha256", None)},
               "rates": {"audio": getattr(audio_x, "rate_hz", None)}}
     _atomic_npz(shard.with_suffix(".npz"), arrays)
     atomic_write_text(shard.with_suffix(".json"), json.dumps(record))
@@ -214,7 +257,10 @@ def _video_one(cfg, row: dict, cropper, video_x, arrays: dict, problems: list) -
     start, end = row.get("video_start"), row.get("video_end")
     try:
         frames, fps = read_frames(row["video_path"], _num(start), _num(end), cfg.video_fps)
-        crops = cropper.crops(frames, video_x.crop_size)                  # (T, S, S, 3)
+        if getattr(video_x, "align", False):                             # dlib 5-point face chips
+            crops = cropper.aligned(frames, video_x.crop_size)            # (T, S, S, 3)
+        else:
+            crops = cropper.crops(frames, video_x.crop_size)              # (T, S, S, 3)
     except MediaError as err:
         problems.append([row["utt_id"], "video", str(err), row["video_path"]])
         return None
@@ -401,6 +447,7 @@ def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
     classes, dimensions = corpus_targets(cfg.corpus, manifest)
     fps = [s["fps"] for rec in records.values() for s in rec["utterances"].values() if s["fps"]]
     names = next(iter(records.values()))["extractors"] if records else {}
+    hashes = next(iter(records.values())).get("sha256", {}) if records else {}
     rates = {rec.get("rates", {}).get("audio") for rec in records.values()} - {None}
     audio_rate = (rates.pop() if len(rates) == 1 else 50.0) if cfg.audio != "none" else None
     return {
@@ -412,12 +459,46 @@ def _meta(cfg: ExtractConfig, manifest: pd.DataFrame, records: dict, dims: dict,
         "provenance": {"source": "features extract", "config": asdict(cfg),
                        "extractors": {"audio": cfg.audio, "video": cfg.video,
                                       "face_detector": cfg.face_detector if cfg.video != "none" else None},
+                       "weights_sha256": {m: h for m, h in hashes.items() if h},
+                       "waveform": {"norm": cfg.audio_norm, "norm_stats": cfg.audio_norm_stats,
+                                    "max_seconds": cfg.audio_max_seconds} if cfg.audio == "wav2vec2" else None,
                        "versions": versions(_MEDIA_PACKAGES), "problems": n_problems,
                        "report": "extraction_report.csv"},
     }
 
 
 # ----------------------------------------------------------------------------- entry point
+
+
+def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The utterances whose audio gives the waveform statistics: split == "train" where the
+    corpus has a fixed split; the whole corpus for fold-based corpora (no fixed training set:
+    two scalars of every fold, documented in docs/corpora.md)."""
+    if "split" in manifest and (manifest["split"] == "train").any():
+        return manifest[manifest["split"] == "train"]
+    return manifest
+
+
+def with_waveform_stats(cfg: ExtractConfig, manifest: pd.DataFrame) -> ExtractConfig:
+    """cfg with audio_norm_stats for --audio-norm training: one pass decoding the training audio
+    (reused from an earlier run's shards when their fingerprint recorded them)."""
+    from dataclasses import replace
+    if cfg.audio != "wav2vec2" or cfg.audio_norm != "training" or cfg.audio_norm_stats is not None:
+        return cfg
+    for path in sorted((Path(cfg.out) / "shards").glob("shard-*.json")):
+        stats = json.loads(path.read_text())["fingerprint"].get("audio_norm_stats")
+        if stats:
+            return replace(cfg, audio_norm_stats=tuple(stats))
+    from study.data.features.audio import waveform_stats
+    paths = [p for p in training_rows(manifest).get("audio_path", pd.Series(dtype=object)) if isinstance(p, str)]
+
+    def waves():
+        for p in paths:
+            try:
+                yield load_audio(p)
+            except MediaError:                       # reported by its shard; not in the statistics
+                continue
+    return replace(cfg, audio_norm_stats=waveform_stats(waves()))
 
 
 def extract(cfg: ExtractConfig) -> Path:
@@ -428,6 +509,7 @@ def extract(cfg: ExtractConfig) -> Path:
                          "video file there; is --root the corpus folder?")
     shard_dir = Path(cfg.out) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
+    cfg = with_waveform_stats(cfg, manifest)
     plan = plan_shards(manifest, load_done(shard_dir, cfg), cfg.shard_size)
     if plan:
         preflight(cfg)

