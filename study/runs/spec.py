@@ -301,8 +301,8 @@ def _cells(raw: Mapping) -> Cells:
     return Cells(fusion=fusion, train_missing_rate=rates)
 
 
-def _objectives(raw: Mapping) -> tuple[Objective, ...]:
-    items = raw.get("objectives", [{}])
+def _objectives(raw: Mapping, task: str = "categorical") -> tuple[Objective, ...]:
+    items = raw.get("objectives", [{"metric": primary_metric(task)}])  # default: the task's metric
     if not isinstance(items, list) or not items:
         raise SpecError("objectives: expected a non-empty list")
     out = []
@@ -375,11 +375,22 @@ def _consistency(spec: StudySpec) -> None:
         raise SpecError(f"fixed.{clash[0]}: set by cells/budget/seeds/task/objectives, not by "
                         "`fixed`")
     _data_conditions(spec)
+    _objective_task(spec)
     if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > spec.budget.max_epochs:
         raise SpecError(f"scheduler.grace_period: {spec.scheduler.grace_period} > "
                         f"budget.max_epochs={spec.budget.max_epochs}")
     if spec.top_k > spec.budget.trials_per_cell:  # top_k is chosen per cell
         raise SpecError(f"top_k: {spec.top_k} > trials_per_cell={spec.budget.trials_per_cell}")
+
+
+def _objective_task(spec: StudySpec) -> None:
+    """An objective's metric must be one the task reports (ccc_* only for dimensional)."""
+    for i, o in enumerate(spec.objectives):
+        dimensional = o.metric.startswith("ccc_")
+        if o.metric != "loss" and dimensional != (spec.task.kind == "dimensional"):
+            fits = [m for m in METRICS if m == "loss" or m.startswith("ccc_") == (spec.task.kind == "dimensional")]
+            raise SpecError(f"objectives[{i}].metric: {o.metric!r} is not reported for task.kind="
+                            f"{spec.task.kind}; choose from {', '.join(fits)}")
 
 
 def _data_conditions(spec: StudySpec) -> None:
@@ -429,10 +440,11 @@ def spec_from_dict(raw: Any) -> StudySpec:
     if storage is not None:
         _typed(storage, str, "storage")
     search_dc = _typed(raw.get("search_data_conditions", False), bool, "search_data_conditions")
-    spec = StudySpec(name=name, dataset=_dataset(raw), task=_task(raw), model_preset=preset,
+    task = _task(raw)
+    spec = StudySpec(name=name, dataset=_dataset(raw), task=task, model_preset=preset,
                      spaces=_spaces(raw), fixed=_fixed(raw), cells=_cells(raw),
                      searcher=searcher, scheduler=scheduler, budget=budget,
-                     resources=_resources(raw), objectives=_objectives(raw), seeds=seeds,
+                     resources=_resources(raw), objectives=_objectives(raw, task.kind), seeds=seeds,
                      top_k=top_k, storage=storage, search_data_conditions=search_dc)
     spec = dataclasses.replace(spec, failure=_failure(raw), optuna_storage=_optuna_storage(raw))
     spec = dataclasses.replace(spec, tracking=_tracking(raw))
