@@ -158,7 +158,9 @@ def make_context(files: StudyFiles) -> Context:
     meta, res = files.meta, files.results
     task = str(meta.get("task") or (meta.get("spec") or {}).get("task") or "")
     obj = _objective(meta)
-    metric = str(meta.get("primary_metric") or obj.get("metric") or _default_metric(task, res))
+    # rank by the first objective as the study did (its metric and mode): the primary metric with
+    # the objective's mode would rank macro-F1 ascending for a `loss, mode: min` study
+    metric = str(obj.get("metric") or meta.get("primary_metric") or _default_metric(task, res))
     if not task:
         task = "dimensional" if metric.startswith("ccc") else "categorical"
     name = str(meta.get("name") or files.location.uri.rstrip("/").rsplit("/", 1)[-1])
