@@ -9,7 +9,7 @@ import pandas as pd
 from reports import export, figures, gather, recipe, sanity, tables
 from reports.fsio import Location, exists, find_studies, locate, write_text
 from reports.html import FigureCounter, Section, esc, figure, page, plotly_js
-from reports.load import StudyError, StudyFiles, check_study, load_study, make_context
+from reports.load import StudyError, StudyFiles, broken_files, check_study, load_study, make_context
 from reports.sections import SECTIONS, Report, build_section
 
 INDEX_CONDITIONS = ("av", "audio_only", "video_only", "robustness")
@@ -81,6 +81,9 @@ def study_summary(files: StudyFiles) -> dict:
     spec = files.meta.get("spec") or {}
     row = {"study": ctx.name, "status": ctx.status, "task": ctx.task, "metric": ctx.metric,
            "warnings": "", "spec": _spec_summary(spec), "trials": 0, "failed": 0, "selected on": "", "shown": ""}
+    broken = broken_files(files)
+    if broken:  # listed, with why, never as a study with 0 trials
+        return {**row, "status": "broken", "warnings": "broken: " + "; ".join(broken)}
     res = files.results
     if res is None or res.empty:
         return row

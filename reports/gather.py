@@ -114,6 +114,18 @@ def pick(results: pd.DataFrame, ctx: Context, by: tuple[str, ...] = ("fusion",),
     return Pick(sel, sel, best, rows_of(results, ids, *sel), why)
 
 
+def no_pick_reason(results: pd.DataFrame, ctx: Context) -> str:
+    """Why `pick` found nothing to select: no dev rows yet, or dev rows whose scores are all NaN."""
+    dev = results[results["condition"].notna() & (results["split"] == "dev")]
+    if dev.empty:
+        return "No trial has reported dev scores yet."
+    col = dev[ctx.metric] if ctx.metric in dev.columns else pd.Series(dtype=float)
+    n_trials = dev["trial_id"].nunique()
+    return (f"No configuration can be selected: every dev {ctx.metric} score is NaN or missing "
+            f"({len(dev)} dev rows of {n_trials} trials, {int(col.notna().sum())} with a score); "
+            "the sanity flags and the failed trials say why.")
+
+
 def _top_k_of_cells(results: pd.DataFrame, ctx: Context, trial_ids, k: int) -> list[str]:
     t = config_scores(results, ctx, "search", "dev").set_index("trial_id")
     ids = []
@@ -221,6 +233,8 @@ def learning_curve_data(curves: pd.DataFrame, results: pd.DataFrame, ctx: Contex
     es = t[t["status"] == "early_stopped"]
     es = es.iloc[np.unique(np.linspace(0, len(es) - 1, min(n_stopped, len(es))).astype(int))] if len(es) else es
     chosen = pd.concat([done, es])
+    if chosen.empty:  # no search trial has a dev score (all NaN): nothing to draw
+        return pd.DataFrame(columns=["trial_id", "status", "epoch", "value", "label"]), col
     c = curves[curves["trial_id"].isin(set(chosen["trial_id"]))]
     c = c.merge(chosen[["trial_id", "status", "fusion"]], on="trial_id")
     c = c.assign(value=c[col], label=c["trial_id"].astype(str) + " (" + c["fusion"].astype(str) + ")")

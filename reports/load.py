@@ -11,6 +11,8 @@ from study.vocab import NAMED_CONDITIONS
 
 FIXED_CONDITIONS = NAMED_CONDITIONS  # study/vocab.py
 LOWER_IS_BETTER = {"loss", "dev_loss"}
+# columns every results.parquet row has (docs/CONTRACTS.md); without one no section can be built
+RESULT_COLUMNS = ("trial_id", "stage", "status", "split", "condition")
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,21 @@ def _read_meta(loc: Location) -> dict:
     return meta
 
 
+def _read_results(loc: Location) -> pd.DataFrame:
+    df = read_parquet(loc)
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"lacks column(s) {', '.join(map(repr, missing))}; every results.parquet has "
+                         f"{', '.join(RESULT_COLUMNS)} (docs/CONTRACTS.md)")
+    return df
+
+
 def load_study(loc: Location) -> StudyFiles:
     problems: list[str] = []
     bad: list[str] = []
     meta = _try(loc.join("study.json"), _read_meta, problems, bad) or {}
     spec_text = _try(loc.join("spec.yaml"), read_text, problems, bad)
-    results = _try(loc.join("results.parquet"), read_parquet, problems, bad)
+    results = _try(loc.join("results.parquet"), _read_results, problems, bad)
     curves = _try(loc.join("curves.parquet"), read_parquet, problems, bad)
     return StudyFiles(loc, meta, spec_text, results, curves, tuple(problems), tuple(bad))
 
@@ -72,11 +83,16 @@ def check_study(loc: Location) -> StudyFiles:
     files = load_study(loc)
     if not (exists(loc.join("study.json")) or exists(loc.join("results.parquet"))):
         raise StudyError(f"{loc.uri}: not a study directory (no study.json and no results.parquet)")
-    broken = [p for p in files.problems if p.split(" ")[0] in ("study.json", "results.parquet")
-              and p.split(" ")[0] in files.unreadable]
+    broken = broken_files(files)
     if broken:
         raise StudyError(f"{loc.uri}: broken study directory: " + "; ".join(broken))
     return files
+
+
+def broken_files(files: StudyFiles) -> list[str]:
+    """The problems of study.json / results.parquet files that exist but cannot be read."""
+    return [p for p in files.problems if p.split(" ")[0] in ("study.json", "results.parquet")
+            and p.split(" ")[0] in files.unreadable]
 
 
 # ---------------------------------------------------------------- what to rank by
@@ -143,7 +159,9 @@ def make_context(files: StudyFiles) -> Context:
     meta, res = files.meta, files.results
     task = str(meta.get("task") or (meta.get("spec") or {}).get("task") or "")
     obj = _objective(meta)
-    metric = str(meta.get("primary_metric") or obj.get("metric") or _default_metric(task, res))
+    # rank by the first objective as the study did (its metric and mode): the primary metric with
+    # the objective's mode would rank macro-F1 ascending for a `loss, mode: min` study
+    metric = str(obj.get("metric") or meta.get("primary_metric") or _default_metric(task, res))
     if not task:
         task = "dimensional" if metric.startswith("ccc") else "categorical"
     name = str(meta.get("name") or files.location.uri.rstrip("/").rsplit("/", 1)[-1])

@@ -62,6 +62,9 @@ class Unavailable(Exception):
 
 
 def _need_results(rep: Report) -> pd.DataFrame:
+    if "results.parquet" in rep.files.unreadable:
+        raise Unavailable("No results: " + "; ".join(p for p in rep.files.problems
+                                                     if p.startswith("results.parquet")) + ".")
     if rep.results is None:
         raise Unavailable("No results yet: results.parquet is missing or empty (a study that just started "
                           "has none; re-run the report later).")
@@ -84,7 +87,7 @@ def _no_selection(stage: str, split: str, what: str) -> str:
 def _pick(rep: Report, by=("fusion",), k: int = 1) -> gather.Pick:
     p = gather.pick(_need_results(rep), rep.ctx, by=by, k=k)
     if p is None:
-        raise Unavailable("No trial has reported dev scores yet.")
+        raise Unavailable(gather.no_pick_reason(rep.results, rep.ctx))
     return p
 
 

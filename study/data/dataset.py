@@ -258,6 +258,17 @@ def feature_dir(root: Path, meta: dict) -> Path:
     return (root / rel).resolve()
 
 
+def check_splits(ds: Dataset, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
+    """Raises DatasetError naming the manifest when one of a study's splits has no utterance
+    (a sweep needs train to fit, dev to select on and test for its final stage)."""
+    counts = {s: int((ds.manifest["split"] == s).sum()) if "split" in ds.manifest else 0 for s in splits}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        have = ", ".join(f"{s}: {n}" for s, n in counts.items())
+        raise DatasetError(f"{ds.root}/manifest.parquet: split {empty[0]!r} has no utterances ({have}); "
+                           f"a study needs utterances in each of {', '.join(splits)} (column 'split')")
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         raise DatasetError(f"{path}: missing (a dataset needs dataset.json, manifest.parquet, "

@@ -102,7 +102,7 @@ def sample_cells(spec: StudySpec, data_dir: str | None, seed: int = 0) -> list[d
 
 def check_data(spec: StudySpec) -> tuple[str | None, str]:
     """(dataset dir or None when it is still to be generated, a line saying what was checked)."""
-    from study.data.dataset import describe, open_dataset
+    from study.data.dataset import check_splits, describe, open_dataset
 
     data_dir, synth = data_location(spec)
     if not (Path(data_dir) / "dataset.json").exists():
@@ -110,6 +110,7 @@ def check_data(spec: StudySpec) -> tuple[str | None, str]:
             raise SpecError(f"dataset.path: {data_dir} holds no dataset.json")
         return None, f"synthetic corpus {'/'.join(map(str, synth))}: generated at the first run ({data_dir})"
     ds = open_dataset(data_dir)  # full validation, as the sweep does once per study
+    check_splits(ds)
     folds = spec.dataset.folds
     if folds is not None:  # made (manifests only) and checked as the sweep does
         from study.data.folds import check_study_folds, ensure_folds

@@ -374,14 +374,14 @@ def check_folds_once(spec: StudySpec, ctx) -> None:
 
 def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
                   verbose: int, mirror: StudyMirror | None) -> Path:
-    from study.data.dataset import open_dataset
+    from study.data.dataset import check_splits, open_dataset
     from study.runs.baselines import run_baselines
     from study.runs.ray_exec import ensure_data, init_ray
 
     prepare_study_dir(spec, study_dir, resume, mirror)
     init_ray()
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
-    open_dataset(data_dir)  # validate every file and frame once, before any trial starts
+    check_splits(open_dataset(data_dir))  # validate every file and frame once, before any trial starts
     check_folds_once(spec, trial_context(spec, ray_storage, "data", evaluate_test=False))
     study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose, mirror=mirror)
     R.write_study_json(study_dir, spec, "running")

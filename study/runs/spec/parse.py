@@ -189,7 +189,10 @@ def _cells(raw: Mapping) -> Cells:
 
 
 def _objectives(raw: Mapping) -> tuple[Objective, ...]:
-    items = raw.get("objectives", [{}])
+    task = raw.get("task") if isinstance(raw.get("task"), Mapping) else {}
+    kind = task.get("kind", "categorical")
+    default = "ccc_mean" if kind == "dimensional" else "macro_f1"  # the task's primary metric
+    items = raw.get("objectives", [{"metric": default}])
     if not isinstance(items, list) or not items:
         raise SpecError("objectives: expected a non-empty list")
     out = []
