@@ -71,3 +71,14 @@ def test_a_study_over_three_speaker_folds(ray_session, tmp_path, monkeypatch):
     rerun_line = next(line for line in table.splitlines() if line.startswith("rerun"))
     assert rerun_line.split()[-1] == "3"                       # the rerun covered 3 folds
     assert Path(meta["work_dir"]) == out
+
+    # the report: the per-fold table, comparisons corrected (Holm), the paper tables on disk
+    from study.cli import main
+
+    assert main(["report", str(out), "--tables", str(tmp_path / "tables")]) == 0
+    written = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    assert {"folds.csv", "folds.tex", "paired.csv", "paired.tex", "leaderboard.tex"} <= set(written)
+    page = (out / "report.html").read_text()
+    assert "Holm" in page and "fold" in page
+    per_fold_table = pd.read_csv(tmp_path / "tables" / "folds.csv")
+    assert {"fold 0", "fold 1", "fold 2"} <= set(per_fold_table["column"].str.split(" · ").str[-1])
