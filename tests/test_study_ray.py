@@ -126,9 +126,12 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
 
 
 def test_failing_trials_are_recorded_not_fatal(ray_session, synth_cache, tmp_path):
-    raw = _spec(spaces=[], searcher={"kind": "grid"}, scheduler={"kind": "none"},
-                budget={"trials_per_cell": 2, "max_epochs": 1})
-    raw["fixed"] = {**raw["fixed"], "n_heads": 3}  # d_model=16 is not divisible by 3
+    """A sampled configuration the model refuses (the spec checks `fixed:` up front, but a
+    searched key meets the fixed ones only when it is sampled) fails its trial, not the study."""
+    raw = _spec(spaces=[], searcher={"kind": "random", "seed": 0}, scheduler={"kind": "none"},
+                budget={"trials_per_cell": 2, "max_epochs": 1},
+                search={"n_heads": {"choices": [3]}})  # d_model=16 is not divisible by 3
+    del raw["fixed"]["n_heads"]
     out = sweep(spec_from_dict(raw), out=tmp_path / "study", verbose=0)
     res = pd.read_parquet(out / "results.parquet")
     res = res[res.kind == "model"]  # the baseline stage's rows aside

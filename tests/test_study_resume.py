@@ -63,7 +63,8 @@ def test_resume_after_driver_killed(ray_session, tmp_path):
     first.send_signal(signal.SIGKILL)  # the driver dies mid-study
     first.wait()
     assert json.loads((out / "study.json").read_text())["status"] == "running"
-    assert not (out / "results.parquet").exists() or not len(pd.read_parquet(out / "results.parquet"))
+    if (out / "results.parquet").exists():  # only the baseline stage's rows, written when it ended
+        assert set(pd.read_parquet(out / "results.parquet").stage) <= {"baseline"}
 
     again = _sweep(spec, out, True, env)
     _, err = again.communicate(timeout=400)
@@ -150,4 +151,6 @@ def test_driver_killed_in_search_rerun_and_final_equals_uninterrupted(ray_sessio
                                   check_exact=False, rtol=1e-6)
     res = pd.read_parquet(out / "results.parquet")
     assert res[res.stage == "search"].trial_id.nunique() == 3
-    assert not res.duplicated(["trial_id", "stage", "condition"]).any()
+    assert not res.duplicated(["trial_id", "stage", "split", "condition"]).any()
+    assert (res.stage == "baseline").sum() == (pd.read_parquet(tmp_path / "whole" / "results.parquet")
+                                               .stage == "baseline").sum()  # the probes once
