@@ -1,0 +1,62 @@
+"""Tests written against mutation-testing survivors (scripts/mutation.sh, docs/testing.md):
+selection's Pareto ranks, checkpoint fallback and the `selection` note of study.json, each with
+values worked out by hand."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from study.runs.selection import checkpoint_selection, pareto_ranks, selection_note
+
+NAN = float("nan")
+
+
+def test_pareto_ranks_by_hand():
+    # a=(3,1) b=(1,3) front; c=(2,1) dominated by a only; d=(1,1) dominated by a, c;
+    # e=(3,1) ties a (not dominated: equal is not better); f=(nan, 5) -> (-inf, 5): front (best on 2)
+    v = np.array([[3, 1], [1, 3], [2, 1], [1, 1], [3, 1], [NAN, 5]], float)
+    assert pareto_ranks(v).tolist() == [0, 0, 1, 2, 0, 0]
+    # a chain of four: ranks 0..3 (the rank counter must step by one each front)
+    chain = np.array([[4, 4], [3, 3], [2, 2], [1, 1]], float)
+    assert pareto_ranks(chain).tolist() == [0, 1, 2, 3]
+    # one objective: equal values share a rank
+    assert pareto_ranks(np.array([[1.0], [2.0], [2.0], [NAN]])).tolist() == [1, 0, 0, 2]
+    assert pareto_ranks(np.array([[2.0, 1.0], [1.0, 2.0], [1.0, 1.0]])).tolist() == [0, 0, 1]
+
+
+def _spec(*objectives, top_k=3, seeds=(0, 1), primary="macro_f1"):
+    objs = [SimpleNamespace(condition=c, metric=m, mode=mode, key=f"{c}_{m}") for c, m, mode in objectives]
+    return SimpleNamespace(objectives=objs, primary_metric=primary, top_k=top_k, seeds=list(seeds),
+                           budget=SimpleNamespace(trials_per_cell=4), searcher=SimpleNamespace(kind="tpe"),
+                           spaces=[], fixed={})
+
+
+def test_checkpoint_falls_back_to_av_primary_max():
+    assert checkpoint_selection(_spec(("worst_single", "loss", "min"))) == ("worst_single", "loss", "min")
+    # a condition evaluated only once per trial, or a metric not tracked every epoch: av, primary, max
+    assert checkpoint_selection(_spec(("robustness_noise_audio", "macro_f1", "max"))) == ("av", "macro_f1", "max")
+    assert checkpoint_selection(_spec(("av", "f1__anger", "min"))) == ("av", "macro_f1", "max")
+    assert checkpoint_selection(_spec(("noise_audio_0db", "loss", "min"), primary="ccc_mean")) == (
+        "av", "ccc_mean", "max")
+
+
+def test_selection_note_in_full():
+    one = selection_note(_spec(("av", "macro_f1", "max")))
+    assert one == {
+        "split": "dev",
+        "top_k": {"k": 3, "rule": "first_objective", "objectives": ["av_macro_f1"],
+                  "text": "top 3 per cell on search/dev by av_macro_f1 (max); ties by configuration"},
+        "checkpoint": {"condition": "av", "metric": "macro_f1", "mode": "max",
+                       "text": "best dev epoch by av macro_f1 (max)"},
+        "seeds": {"search": [2], "rerun": [0, 1],
+                  "text": "rerun seeds are fresh: the search trials use seeds above every rerun seed"},
+        "data_conditions": {"searched": [], "opt_in": False},
+    }
+    two = selection_note(_spec(("worst_single", "loss", "min"), ("av", "macro_f1", "max"), top_k=2))
+    assert two["top_k"] == {
+        "k": 2, "rule": "pareto_then_first", "objectives": ["worst_single_loss", "av_macro_f1"],
+        "text": "top 2 per cell on search/dev: Pareto rank over worst_single_loss (min), av_macro_f1 (max), "
+                "then worst_single_loss (min); ties by configuration"}
+    assert two["checkpoint"]["text"] == "best dev epoch by worst_single loss (min)"
