@@ -4,6 +4,7 @@ the batches the model saw, configuration bounds by behaviour (accepted / refused
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -46,6 +47,13 @@ def test_statistics_come_from_the_training_rows_only(hand):
     assert stats["video"].mean.tolist() == pytest.approx([2.0, 20.0], abs=1e-12)
     assert stats["video"].std.tolist() == pytest.approx([math.sqrt(8 / 3), math.sqrt(200)], abs=1e-12)
     assert (stats["audio"].frames, stats["audio"].utterances) == (3, 2)
+    # the file: its key and version, and read back (not recomputed) with the same counts and key
+    doc = json.loads(stats.path.read_text())
+    assert (doc["version"], doc["key"], doc["split"], doc["dataset"]) == (1, stats.key, "train", str(hand))
+    again = N.load_stats(open_dataset(hand))
+    assert again.key == stats.key == N.split_key(open_dataset(hand))
+    assert (again["video"].frames, again["video"].utterances) == (3, 2)
+    assert again["video"].mean.dtype == np.float64
 
 
 def test_every_split_is_z_scored_with_the_training_statistics(hand):

@@ -60,3 +60,55 @@ def test_selection_note_in_full():
         "text": "top 2 per cell on search/dev: Pareto rank over worst_single_loss (min), av_macro_f1 (max), "
                 "then worst_single_loss (min); ties by configuration"}
     assert two["checkpoint"]["text"] == "best dev epoch by worst_single loss (min)"
+
+
+# ----------------------------------------------------------------------------- reports' statistics
+
+
+def test_t_interval_by_hand():
+    import pytest
+
+    from reports.stats import interval, t_interval
+
+    # [1, 2, 3]: mean 2, sd 1, sem 1/sqrt(3), t(0.975, 2) = 4.302653 -> half-width 2.484138
+    m, lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert (m, lo, hi) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-6)
+    # [1, 3] (a NaN dropped): sd sqrt(2), sem 1, t(0.975, 1) = 12.706205
+    assert t_interval([NAN, 1.0, 3.0]) == pytest.approx((2.0, 2 - 12.706205, 2 + 12.706205), abs=1e-6)
+    assert t_interval([5.0]) == (5.0, 5.0, 5.0) and t_interval([2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(np.isnan(t_interval([NAN])))
+    assert interval([]).text() == "no runs"
+    assert interval([3.0]).text() == "3.0000, n=1 (no interval)"
+    assert interval([1.0, 3.0]).text() == "2.0000 ± 1.4142, 95% Student-t [-10.7062, 14.7062], n=2"
+
+
+def test_paired_and_adjust_by_hand():
+    import pytest
+
+    from reports.stats import adjust, paired
+
+    # differences 2, 3, 4: mean 3, sd 1, d_z 3; t = 3 sqrt(3), df 2: p = 1 - t / sqrt(2 + t^2)
+    p = paired([3.0, 5.0, 7.0, NAN], [1.0, 2.0, 3.0, 0.0])
+    assert p.n == 3 and p.d_z == pytest.approx(3.0) and p.p_value == pytest.approx(1 - 27 ** 0.5 / 29 ** 0.5)
+    assert paired([1.0, 2.0], [1.0, 2.0]).p_value == 1.0 and paired([2.0, 3.0], [1.0, 2.0]).d_z == float("inf")
+    # Holm on 0.01, 0.04, 0.03: 0.03, then max(0.03, 2 * 0.03) = 0.06, then max(0.06, 0.04)
+    adj, rej = adjust([0.01, 0.04, 0.03, NAN])
+    assert adj[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adj[3])
+    assert rej.tolist() == [True, False, False, False]
+    # Benjamini-Hochberg: 3 * 0.01 / 1, min(3 * 0.03 / 2, 0.04), 3 * 0.04 / 3
+    adj, _ = adjust([0.01, 0.04, 0.03], "fdr_bh")
+    assert adj.tolist() == pytest.approx([0.03, 0.04, 0.04])
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_relative_floor_centres_a_tiny_dimension_only():
+    from study.data.normalize import _stream_stats
+
+    # stds 100, 0.005, 0.02: floor = 1e-4 * 100 = 0.01, so only the 0.005 dimension is centred
+    s = _stream_stats([np.array([[-100.0, -0.005, -0.02], [100.0, 0.005, 0.02]])])
+    assert s.std.tolist() == [100.0, 0.005, 0.02] and s.scale.tolist() == [100.0, 1.0, 0.02]
+    # a std exactly at the floor (0.01 = 1e-4 * 100) is only centred too: scaling needs std > floor
+    s = _stream_stats([np.array([[-100.0, -0.01], [100.0, 0.01]])])
+    assert s.std.tolist() == [100.0, 0.01] and s.scale.tolist() == [100.0, 1.0]
