@@ -112,3 +112,17 @@ def test_relative_floor_centres_a_tiny_dimension_only():
     # a std exactly at the floor (0.01 = 1e-4 * 100) is only centred too: scaling needs std > floor
     s = _stream_stats([np.array([[-100.0, -0.01], [100.0, 0.01]])])
     assert s.std.tolist() == [100.0, 0.01] and s.scale.tolist() == [100.0, 1.0]
+
+
+# ----------------------------------------------------------------------------- conditions (study/vocab.py)
+
+
+def test_condition_names_and_areas_by_hand():
+    from study.vocab import area_name, condition_name, is_area, miss_name, parse_condition
+
+    assert [miss_name(r) for r in (0.0, 0.3, 0.25)] == ["miss_0.0", "miss_0.3", "miss_0.25"]
+    assert condition_name("noise_audio", 10.0) == "noise_audio_10db" and condition_name("async", 200) == "async_200ms"
+    assert parse_condition("miss_0.3").level == 0.3 and parse_condition("noise_video_0db").family == "noise_video"
+    assert [is_area(x) for x in ("robustness", "robustness_drop_audio", "robustnessX", "av", 3, None)] == [
+        True, True, False, False, False, False]
+    assert (area_name("miss"), area_name("gap_video")) == ("robustness", "robustness_gap_video")
