@@ -1,16 +1,16 @@
 """Storage access for local directories and URIs (s3://, gs://, file://) through pyarrow.fs."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import posixpath
-import uuid
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from study.fsio import atomic_write_text
 
 SKIP_DIRS = {"ray", ".git", "__pycache__", "checkpoints"}
 
@@ -52,20 +52,17 @@ def read_parquet(loc: Location) -> pd.DataFrame:
 
 
 def write_text(loc: Location, text: str) -> None:
-    """Write `text` to a temporary file beside `loc`, then move it over `loc` (a rename on a
-    local disk): a reader, or a process killed mid-write, sees the old file or the new one."""
+    """Write `text` at `loc`: on a local disk through the one atomic write (study/fsio.py: a
+    reader, or a process killed mid-write, sees the old file or the new one); an object store's
+    upload is atomic itself."""
+    if isinstance(loc.fs, pafs.LocalFileSystem):
+        atomic_write_text(loc.path, text)
+        return
     parent = posixpath.dirname(loc.path)
     if parent:
         loc.fs.create_dir(parent, recursive=True)
-    tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with loc.fs.open_output_stream(tmp) as f:
-            f.write(text.encode("utf-8"))
-        loc.fs.move(tmp, loc.path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            loc.fs.delete_file(tmp)
-        raise
+    with loc.fs.open_output_stream(loc.path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _subdirs(loc: Location) -> list[Location]:
