@@ -126,3 +126,16 @@ def test_condition_names_and_areas_by_hand():
     assert [is_area(x) for x in ("robustness", "robustness_drop_audio", "robustnessX", "av", 3, None)] == [
         True, True, False, False, False, False]
     assert (area_name("miss"), area_name("gap_video")) == ("robustness", "robustness_gap_video")
+
+
+def test_robustness_area_over_a_range_not_starting_at_zero():
+    import math
+
+    import pytest
+
+    from study.data.protocol import robustness
+
+    # levels 0.2, 0.8, 0.4 (unordered): trapezoids 0.2 * (1 + 0.5) / 2 + 0.4 * 0.5 = 0.35, over 0.6
+    assert robustness([0.2, 0.8, 0.4], [1.0, 0.5, 0.5]) == pytest.approx(0.35 / 0.6)
+    assert math.isnan(robustness([], [])) and math.isnan(robustness([0.5], [1.0]))
+    assert math.isnan(robustness([0.1, 0.3], [1.0, float("nan")]))
