@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from study.fsio import atomic_write_text
+
 SKIP_DIRS = {"ray", ".git", "__pycache__", "checkpoints"}
 
 
@@ -50,6 +52,12 @@ def read_parquet(loc: Location) -> pd.DataFrame:
 
 
 def write_text(loc: Location, text: str) -> None:
+    """Write `text` at `loc`: on a local disk through the one atomic write (study/fsio.py: a
+    reader, or a process killed mid-write, sees the old file or the new one); an object store's
+    upload is atomic itself."""
+    if isinstance(loc.fs, pafs.LocalFileSystem):
+        atomic_write_text(loc.path, text)
+        return
     parent = posixpath.dirname(loc.path)
     if parent:
         loc.fs.create_dir(parent, recursive=True)

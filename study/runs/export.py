@@ -4,6 +4,7 @@ config file `avstudy train --config` accepts. Torch-free."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,14 @@ def best_config(study_dir: str | Path, stage: str = "rerun") -> tuple[dict, str]
     note = (f"{stage} trial {pick['trial_id']} (dev {obj['key']} "
             f"{'mean over ' + str(n) + ' seeds ' if n > 1 else ''}{means[best_group] * sign:.4f}; "
             f"study {meta.get('name')})")
-    return json.loads(pick["config"]), note
+    try:
+        flat = json.loads(pick["config"])
+    except (TypeError, ValueError):
+        flat = None
+    if not isinstance(flat, dict):
+        raise ValueError(f"{results_path}: trial {pick['trial_id']}: `config` is not a JSON object "
+                         "of flat config keys")
+    return flat, note
 
 
 def _first_objective(meta_path: Path) -> tuple[dict, dict]:
@@ -90,7 +98,8 @@ def _dev_rows(results_path: Path, stage: str):
 
 def export_best(study_dir: str | Path, out: str | Path, stage: str = "rerun") -> str:
     flat, note = best_config(study_dir, stage)
-    text = f"# avstudy export-best: {note}\n# reproduce: avstudy train --data DATA --config {Path(out).name}\n"
+    config = shlex.quote(Path(out).name)
+    text = f"# avstudy export-best: {note}\n# reproduce: avstudy train --data DATA --config {config}\n"
     text += yaml.safe_dump(_plain(flat), sort_keys=True)
     atomic_write_text(out, text)
     return note

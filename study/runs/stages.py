@@ -54,7 +54,11 @@ def prepare_study_dir(spec: StudySpec, study_dir: Path, resume: bool,
         if not resume:
             raise SpecError(f"{study_dir} already holds a study; pass --resume to continue it "
                             "or --out to start a new one")
-        saved = yaml.safe_load(spec_file.read_text())
+        try:
+            saved = yaml.safe_load(spec_file.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise SpecError(f"{spec_file}: unreadable ({type(exc).__name__}); restore it from the "
+                            "spec this study started with, then resume") from None
         if saved != spec.to_dict():
             raise SpecError(f"{spec_file}: the spec differs from the one this study started "
                             "with; resume with the same spec")

@@ -47,13 +47,7 @@ def progress_rows(study_dir: str | Path) -> list[dict]:
 
 def progress_table(study_dir: str | Path) -> str:
     study_dir = Path(study_dir)
-    head = ""
-    meta = study_dir / "study.json"
-    if meta.exists():
-        doc = json.loads(meta.read_text())
-        head = f"study {doc['name']}: {doc['status']} (started {doc['started_at']})\n"
-        if doc.get("folds"):
-            head += f"folds: {doc['folds']['text']}\n"
+    head = _head(study_dir / "study.json")
     rows = progress_rows(study_dir)
     if not rows:
         return head + "no trials yet"
@@ -64,6 +58,20 @@ def progress_table(study_dir: str | Path) -> str:
     keys = sorted({r["score_key"] for r in rows if r["score_key"]})
     foot = f"\nbest = best-epoch {', '.join(keys)} on dev" if keys else ""
     return head + "\n".join([line(columns)] + [line(c) for c in cells]) + foot
+
+
+def _head(meta: Path) -> str:
+    """The study's name, status and start from study.json; a line naming it when damaged."""
+    if not meta.exists():
+        return ""
+    try:
+        doc = json.loads(meta.read_text())
+        head = f"study {doc['name']}: {doc['status']} (started {doc['started_at']})\n"
+        folds = doc.get("folds")
+        return head + (f"folds: {folds['text']}\n" if folds else "")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"no key {exc}"
+        return f"{meta}: unreadable study.json ({why}); progress files below\n"
 
 
 def _fmt(v) -> str:
