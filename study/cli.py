@@ -197,6 +197,10 @@ def _add_sweep(sub) -> None:
                                                 "copy, mirrored to STORAGE/NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR "
                                                          "(pulled from STORAGE/NAME onto a new head)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the spec (YAML value), repeatable: a dotted spec key (budget.max_epochs=2, "
+                        "top_k=2) or a training config key, which goes into `fixed:` (lr=3e-4); recorded "
+                        "in STUDY_DIR/study.json `overrides`")
     _console_options(p)
 
 
@@ -213,9 +217,13 @@ def _run_sweep(args) -> int:
     from study.runs.console import sweep_cli
     from study.runs.spec import load_spec
 
-    spec = load_spec(args.spec)
+    try:
+        overrides = load_flat_config(None, args.set)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    spec = load_spec(args.spec, overrides=overrides)
     sweep_cli(spec, out=args.out, resume=args.resume, verbose=args.verbose, refresh=args.refresh,
-              live=not args.quiet)
+              live=not args.quiet, overrides=overrides)
     return 0
 
 
@@ -249,10 +257,14 @@ def _add_plan(sub) -> None:
     p.add_argument("--no-probe", action="store_true",
                    help="do not time one training epoch (no torch import); use a stated rough figure")
     p.add_argument("--device", help="device of the timed epoch: cpu or cuda (default: cuda when available)")
+    p.add_argument("--format", default="text", choices=["text", "json"],
+                   help="json: one object with the fields of docs/CONTRACTS.md (for scripts and CI)")
 
 
 def _run_plan(args) -> int:
-    from study.runs.plan import local_resources, plan_text
+    import json
+
+    from study.runs.plan import local_resources, plan_doc, render_plan
     from study.runs.spec import load_spec
 
     cluster, source = local_resources()
@@ -261,7 +273,8 @@ def _run_plan(args) -> int:
         cluster = {k: float(v) if v is not None else cluster[k] for k, v in given.items()}
         source = "--cluster-cpus/--cluster-gpus" + ("" if None not in given.values() else " and " + source)
     spec = load_spec(args.spec)
-    print(plan_text(spec, cluster, source, probe=not args.no_probe, device=args.device))
+    doc = plan_doc(spec, cluster, source, probe=not args.no_probe, device=args.device)
+    print(json.dumps(doc, indent=1) if args.format == "json" else render_plan(doc))
     return 0
 
 
