@@ -386,3 +386,15 @@ def test_sweep_set_applies_to_the_spec_and_is_recorded(data, tmp_path):
     doc = write_study_json(tmp_path, spec, "running")
     assert doc["overrides"] == {"budget.max_epochs": 2, "lr": 0.001, "top_k": 2}
     assert json.loads((tmp_path / "study.json").read_text())["spec"]["budget"]["max_epochs"] == 2
+
+
+def test_dashboard_command_opens_the_studys_optuna_storage(tmp_path, capsys):
+    assert main(["dashboard", str(tmp_path), "--print"]) == 1  # no optuna.db yet
+    assert "optuna.db: no Optuna storage here" in capsys.readouterr().err
+    (tmp_path / "optuna.db").write_bytes(b"")
+    assert main(["dashboard", str(tmp_path), "--print", "--port", "8123"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        f"optuna-dashboard --port 8123 sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    (tmp_path / "study.json").write_text(json.dumps({"spec": {"optuna_storage": "journal:/x/j.log"}}))
+    assert main(["dashboard", str(tmp_path), "--print"]) == 0
+    assert capsys.readouterr().out.strip() == "optuna-dashboard --port 8080 /x/j.log"

@@ -274,7 +274,7 @@ def closing_lines(study_dir: Path, log: Path | None, stream: TextIO, report: Pat
         lines.append(f"report:      {Path(report).resolve()}")
     else:
         lines.append(f"report:      avstudy report {study_dir}")
-    lines.append(f"dashboard:   optuna-dashboard sqlite:///{(study_dir / 'optuna.db').resolve()}")
+    lines.append(f"dashboard:   avstudy dashboard {study_dir} (optuna-dashboard: every cell's study)")
     lines.append(f"tensorboard: tensorboard --logdir {study_dir / 'ray'}")
     if log is not None:
         lines.append(f"ray log:     {log} (--verbose shows it live)")
