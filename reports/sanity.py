@@ -28,6 +28,9 @@ class Sanity:
     not_normalised: int = 0  # trials whose features were not z-scored
     opt_in: bool = False  # study.json says data conditions may be searched inside cells
     notes: tuple[str, ...] = field(default=())
+    # degenerate trials of the search stage alone: short, often scheduler-stopped trials whose
+    # flags the search's design expects; the rerun/final stages (the results) are in `trials`
+    search_trials: tuple[str, ...] = ()
 
     @property
     def alarming(self) -> bool:
@@ -63,6 +66,13 @@ def _degenerate_trials(results: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(map(str, ids)))
 
 
+def _split_by_stage(results: pd.DataFrame, ids: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """(degenerate trials of the stages the results come from, degenerate search trials)."""
+    stage = results.drop_duplicates("trial_id").set_index("trial_id")["stage"] if "stage" in results else {}
+    search = tuple(i for i in ids if stage.get(i) == "search")
+    return tuple(i for i in ids if i not in search), search
+
+
 def _modalities(rows: pd.DataFrame) -> tuple[dict, ...]:
     """Named conditions whose rows are flagged in every trial of a stage (latest stage first)."""
     out = []
@@ -87,9 +97,11 @@ def check(results: pd.DataFrame | None, meta: dict) -> Sanity:
     cols = [c for c in ("trial_id", "stage", "split", "fusion", "train_missing_rate", "condition", "flag")
             if c in rows.columns]
     norm = results.drop_duplicates("trial_id")["normalize"] if "normalize" in results else pd.Series(dtype=object)
-    return Sanity(has, flagged[cols].reset_index(drop=True), _degenerate_trials(results),
+    trials, search_trials = _split_by_stage(results, _degenerate_trials(results))
+    return Sanity(has, flagged[cols].reset_index(drop=True), trials,
                   _modalities(rows) if has else (), _searched(results, meta),
-                  int((norm.notna() & ~norm.fillna(True).astype(bool)).sum()), _opt_in(meta), notes)
+                  int((norm.notna() & ~norm.fillna(True).astype(bool)).sum()), _opt_in(meta), notes,
+                  search_trials)
 
 
 def _trial_list(ids, limit: int = 12) -> str:
@@ -98,7 +110,8 @@ def _trial_list(ids, limit: int = 12) -> str:
 
 
 def warnings(s: Sanity) -> list[tuple[str, str]]:
-    """(level, text) lines: level "alarm" for a degenerate modality, "warn" for the rest."""
+    """(level, text) lines: "alarm" for a degenerate modality, "warn" for what the results carry,
+    "note" for flags the design expects (the sanity section shows them, the banner does not)."""
     out = []
     for cond in dict.fromkeys(m["condition"] for m in s.modalities):
         ms = [m for m in s.modalities if m["condition"] == cond]
@@ -116,6 +129,14 @@ def warnings(s: Sanity) -> list[tuple[str, str]]:
     if s.trials:
         out.append(("warn", f"{len(s.trials)} trial(s) have degenerate predictions on av, audio_only or "
                     f"video_only: {_trial_list(list(s.trials), 6)} (all in Sanity checks)."))
+    if s.search_trials:
+        out.append(("note", f"Expected by the design: {len(s.search_trials)} search trial(s) have degenerate "
+                    f"predictions on av, audio_only or video_only ({_trial_list(list(s.search_trials), 6)}). "
+                    "Search trials are short (the scheduler stops weak ones after a few epochs), and a cell "
+                    "trained without missing modalities (train_missing_rate 0) rarely sees one stream alone, "
+                    "so a single-modality score at chance there is what the search is built to weed out; the "
+                    "rerun and final stages, which the results come from, carry no such flag unless listed "
+                    "above."))
     for name in s.searched_data:
         opt = "the spec opts in" if s.opt_in else "the spec does not say it opted in"
         out.append(("warn", f"Data condition searched inside cells: {name} varies between the search trials "
@@ -129,7 +150,7 @@ def warnings(s: Sanity) -> list[tuple[str, str]]:
 
 
 def banner_html(s: Sanity, href: str = "#sanity") -> str:
-    lines = warnings(s)
+    lines = [(lvl, text) for lvl, text in warnings(s) if lvl != "note"]  # expected: sanity section only
     if not lines:
         return ""
     items = "".join(f"<li class='{lvl}'>{esc(text)}</li>" for lvl, text in lines)

@@ -161,10 +161,23 @@ def sanity_body(rep: Report) -> str:
         order = {c: i for i, c in enumerate(tables.condition_order(counts["condition"]))}
         counts = counts.sort_values(["stage", "condition"], key=lambda col: col.map(
             order if col.name == "condition" else {st: i for i, st in enumerate(tables.STAGES[::-1])}))
+        body += _flag_meanings(s)
         body += "<h3>Flagged rows by stage, condition and flag</h3>" + table(counts)
         body += f"<details><summary>every flagged row ({len(s.flagged)})</summary>{table(s.flagged)}</details>"
     n = res["trial_id"].nunique()
     return _split(f"Selected on: nothing (every trial, {n}). Shown: every stage and split.") + body
+
+
+def _flag_meanings(s: sanity.Sanity) -> str:
+    """What each flag present means, and what it means for this study's results."""
+    items = []
+    for flag in sorted(set(s.flagged["flag"].astype(str))):
+        stages = sorted(set(s.flagged.loc[s.flagged["flag"] == flag, "stage"].astype(str)))
+        here = ("search stage only: trials the search discarded or stopped; not in the reported results"
+                if stages == ["search"] else f"in the {', '.join(stages)} stage(s): scores of those rows are "
+                "not results")
+        items.append(f"<li><b>{esc(flag)}</b>: {esc(sanity.FLAG_MEANING.get(flag, flag))} ({esc(here)})</li>")
+    return "<h3>What each flag means here</h3><ul>" + "".join(items) + "</ul>"
 
 
 def overview_body(rep: Report) -> str:

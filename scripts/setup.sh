@@ -21,5 +21,9 @@ install_torch() {
 }
 
 .venv/bin/python -c "import torch" 2>/dev/null || install_torch
-"${PIP[@]}" -e ".[media,test]"
+EXTRAS=${AVSTUDY_EXTRAS:-media,dashboard,test}
+"${PIP[@]}" -e ".[$EXTRAS]"
 echo "avstudy installed in $(pwd)/.venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
+echo "extras installed: [$EXTRAS] (pyproject.toml); not installed: [backbones] (timm for --video" \
+     "efficientnet, needs a torchvision matching this torch), [cloud], [tracking];" \
+     "add one with: .venv/bin/pip install -e '.[backbones]' (or AVSTUDY_EXTRAS=media,dashboard,test,backbones)"

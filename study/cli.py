@@ -197,6 +197,10 @@ def _add_sweep(sub) -> None:
                                                 "copy, mirrored to STORAGE/NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR "
                                                          "(pulled from STORAGE/NAME onto a new head)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the spec (YAML value), repeatable: a dotted spec key (budget.max_epochs=2, "
+                        "top_k=2) or a training config key, which goes into `fixed:` (lr=3e-4); recorded "
+                        "in STUDY_DIR/study.json `overrides`")
     _console_options(p)
 
 
@@ -213,9 +217,13 @@ def _run_sweep(args) -> int:
     from study.runs.console import sweep_cli
     from study.runs.spec import load_spec
 
-    spec = load_spec(args.spec)
+    try:
+        overrides = load_flat_config(None, args.set)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    spec = load_spec(args.spec, overrides=overrides)
     sweep_cli(spec, out=args.out, resume=args.resume, verbose=args.verbose, refresh=args.refresh,
-              live=not args.quiet)
+              live=not args.quiet, overrides=overrides)
     return 0
 
 
@@ -249,10 +257,14 @@ def _add_plan(sub) -> None:
     p.add_argument("--no-probe", action="store_true",
                    help="do not time one training epoch (no torch import); use a stated rough figure")
     p.add_argument("--device", help="device of the timed epoch: cpu or cuda (default: cuda when available)")
+    p.add_argument("--format", default="text", choices=["text", "json"],
+                   help="json: one object with the fields of docs/CONTRACTS.md (for scripts and CI)")
 
 
 def _run_plan(args) -> int:
-    from study.runs.plan import local_resources, plan_text
+    import json
+
+    from study.runs.plan import local_resources, plan_doc, render_plan
     from study.runs.spec import load_spec
 
     cluster, source = local_resources()
@@ -261,7 +273,8 @@ def _run_plan(args) -> int:
         cluster = {k: float(v) if v is not None else cluster[k] for k, v in given.items()}
         source = "--cluster-cpus/--cluster-gpus" + ("" if None not in given.values() else " and " + source)
     spec = load_spec(args.spec)
-    print(plan_text(spec, cluster, source, probe=not args.no_probe, device=args.device))
+    doc = plan_doc(spec, cluster, source, probe=not args.no_probe, device=args.device)
+    print(json.dumps(doc, indent=1) if args.format == "json" else render_plan(doc))
     return 0
 
 
@@ -308,6 +321,48 @@ def _run_export_best(args) -> int:
     return 0
 
 
+def _add_dashboard(sub) -> None:
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a study: every cell's Optuna study, "
+                       "objectives named, each trial with its Ray trial id, cell and stage")
+    p.add_argument("study_dir", type=Path, help="STUDY_DIR of a running or finished study")
+    p.add_argument("--port", type=int, default=8080, help="port of the dashboard's web server")
+    p.add_argument("--print", dest="print_only", action="store_true",
+                   help="print the optuna-dashboard command instead of running it")
+
+
+def dashboard_command(study_dir: Path, port: int = 8080) -> list[str]:
+    """optuna-dashboard on the study's Optuna storage (one storage holds every cell's study)."""
+    import json
+
+    meta = Path(study_dir) / "study.json"
+    url = (json.loads(meta.read_text()).get("spec") or {}).get("optuna_storage") if meta.exists() else None
+    if url is None:
+        db = Path(study_dir) / "optuna.db"
+        if not db.exists():
+            raise FileNotFoundError(f"{db}: no Optuna storage here (is {study_dir} a study directory "
+                                    "whose search has started?)")
+        url = f"sqlite:///{db.resolve()}"
+    elif url.startswith("journal:"):
+        url = url.removeprefix("journal:")  # optuna-dashboard opens a journal file by its path
+    return ["optuna-dashboard", "--port", str(port), url]
+
+
+def _run_dashboard(args) -> int:
+    import shlex
+
+    cmd = dashboard_command(args.study_dir, args.port)
+    if args.print_only:
+        print(shlex.join(cmd))
+        return 0
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    if not Path(exe).exists():
+        raise RuntimeError("optuna-dashboard is not installed: pip install 'avstudy[dashboard]' "
+                           "(scripts/setup.sh installs it)")
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execv(exe, [exe, *cmd[1:]])
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -315,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="avstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"avstudy {version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_train, _add_sweep, _add_demo, _add_plan, _add_spaces, _add_export_best):
+    for add in (_add_data, _add_train, _add_sweep, _add_demo, _add_plan, _add_spaces, _add_export_best,
+                _add_dashboard):
         add(sub)
     for add in _optional_subparsers():
         add(sub)
@@ -331,7 +387,8 @@ def _optional_subparsers():
 
 
 HANDLERS = {"data": _run_data, "train": _run_train, "sweep": _run_sweep, "demo": _run_demo,
-            "plan": _run_plan, "spaces": _run_spaces, "export-best": _run_export_best}
+            "plan": _run_plan, "spaces": _run_spaces, "export-best": _run_export_best,
+            "dashboard": _run_dashboard}
 
 
 def _dispatch(args) -> int:

@@ -334,3 +334,67 @@ def test_sweep_console_logs_tracking_and_export(ray_session, tmp_path, capfd, mo
     best = load_flat_config(tmp_path / "best.yaml", [])
     res = pd.read_parquet(study / "results.parquet")
     assert best == json.loads(res[res.stage == "rerun"].config.iloc[0])
+
+
+def test_plan_format_json_has_the_documented_fields(data, tmp_path, capsys):
+    spec = _spec_file(tmp_path, dataset={"path": str(data)})
+    argv = ["plan", str(spec), "--no-probe", "--cluster-cpus", "3", "--cluster-gpus", "0", "--format", "json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["study"] == "tinycli" and doc["cells"] == 2 and doc["fusion"] == ["late", "gated"]
+    assert doc["cluster"] == {"CPU": 3.0, "GPU": 0.0, "source": "--cluster-cpus/--cluster-gpus"}
+    assert doc["max_concurrent"] == 3 and doc["trial_resources"]["CPU"] == 1
+    assert [(s["name"], s["trials"]) for s in doc["stages"]] == [("search", 4), ("rerun", 4), ("final", 4)]
+    # 4 search trials x 1 epoch + 4 reruns x 1 epoch; 5 s per epoch for the tiny preset
+    assert doc["trial_epochs"] == 8 and doc["epoch_s_source"] == "rough" and doc["epoch_s"] == 5
+    assert doc["trial_hours"] == pytest.approx(8 * 5 / 3600)
+
+
+def test_status_format_json(tmp_path, capsys):
+    (tmp_path / "study.json").write_text(json.dumps({"name": "s", "status": "running", "started_at": "t0",
+                                                     "overrides": {"lr": 0.001}}))
+    _progress(tmp_path, "search-late-r0", {"stage": "search", "cell": "fusion=late|r=0"},
+              ["done", "early_stopped", "running", "failed"], [0.4, 0.3, None, None])
+    assert main(["status", str(tmp_path), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["study"], doc["status"], doc["overrides"]) == ("s", "running", {"lr": 0.001})
+    (row,) = doc["experiments"]
+    assert (row["stage"], row["cell"], row["done"], row["early_stopped"], row["running"], row["failed"]) == \
+        ("search", "fusion=late|r=0", 1, 1, 1, 1)
+    assert row["best"] == 0.4 and row["finished"] is False
+
+
+@pytest.mark.parametrize("item, named", [("bogus_key=1", "bogus_key"), ("lr=fast", "lr"),
+                                         ("budget.max_epochs=-3", "max_epochs"), ("budget.nope=1", "nope"),
+                                         ("noequals", "noequals")])
+def test_sweep_set_rejects_a_bad_key_or_value_naming_it(data, tmp_path, capsys, item, named):
+    spec = _spec_file(tmp_path, dataset={"path": str(data)})
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "s"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()  # nothing started
+
+
+def test_sweep_set_applies_to_the_spec_and_is_recorded(data, tmp_path):
+    from study.runs.results import write_study_json
+    from study.runs.spec import load_spec
+
+    spec = load_spec(_spec_file(tmp_path, dataset={"path": str(data)}),
+                     overrides={"budget.max_epochs": 2, "lr": 0.001, "top_k": 2})
+    assert spec.budget.max_epochs == 2 and spec.fixed["lr"] == 0.001 and spec.top_k == 2
+    (tmp_path / "overrides.json").write_text(json.dumps({"budget.max_epochs": 2, "lr": 0.001, "top_k": 2}))
+    doc = write_study_json(tmp_path, spec, "running")
+    assert doc["overrides"] == {"budget.max_epochs": 2, "lr": 0.001, "top_k": 2}
+    assert json.loads((tmp_path / "study.json").read_text())["spec"]["budget"]["max_epochs"] == 2
+
+
+def test_dashboard_command_opens_the_studys_optuna_storage(tmp_path, capsys):
+    assert main(["dashboard", str(tmp_path), "--print"]) == 1  # no optuna.db yet
+    assert "optuna.db: no Optuna storage here" in capsys.readouterr().err
+    (tmp_path / "optuna.db").write_bytes(b"")
+    assert main(["dashboard", str(tmp_path), "--print", "--port", "8123"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        f"optuna-dashboard --port 8123 sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    (tmp_path / "study.json").write_text(json.dumps({"spec": {"optuna_storage": "journal:/x/j.log"}}))
+    assert main(["dashboard", str(tmp_path), "--print"]) == 0
+    assert capsys.readouterr().out.strip() == "optuna-dashboard --port 8080 /x/j.log"

@@ -595,7 +595,7 @@ def test_degenerate_modality_raises_a_banner_on_report_and_index(tmp_path):
     write_study(root / "ok", FakeStudy(name="ok", n_trials=10, families=("drop_audio",), degenerate_trials=1))
     text = write_index(root).read_text()
     assert ("<div class='banner alarm' role='alert'><ul><li>bad: DEGENERATE video_only (final, rerun, search); "
-            "56 degenerate trial(s)</li></ul></div>") in text  # 24 final + 24 rerun + 8 search
+            "48 degenerate trial(s)</li></ul></div>") in text  # 24 final + 24 rerun (8 search: expected)
     assert text.count("<tr class='alarm'>") == 1
     bad = (root / "bad" / "report.html").read_text()
     banner = re.search(r"<div class='banner alarm'.*?</div>", bad, re.S).group(0)
@@ -603,8 +603,11 @@ def test_degenerate_modality_raises_a_banner_on_report_and_index(tmp_path):
             "(24 of 24), rerun stage (24 of 24), search stage (8 of 8); flags: one_class") in html_lib.unescape(banner)
     assert bad.index("banner alarm") < bad.index("<nav>")  # above everything else
     ok = (root / "ok" / "report.html").read_text()
-    assert "banner alarm" not in ok and "<div class='banner' role='alert'>" in ok
-    assert "1 trial(s) have degenerate predictions on av, audio_only or video_only: search-00000" in ok
+    # a degenerate search trial only: expected by a search's design, no banner, a note in Sanity checks
+    assert "banner alarm" not in ok and "<div class='banner' role='alert'>" not in ok
+    assert ("<p class='note'>Expected by the design: 1 search trial(s) have degenerate predictions on av, "
+            "audio_only or video_only (search-00000)") in html_lib.unescape(ok)
+    assert "What each flag means here" in ok and "search stage only" in ok
 
 
 def test_sanity_check_counts_and_old_layout():
@@ -614,7 +617,10 @@ def test_sanity_check_counts_and_old_layout():
                  row("B", "av", flag=None, degenerate=False), row("B", "video_only", flag="chance"),
                  row("C", "miss_0.5", flag="chance", degenerate=False)])
     s = sanity.check(res, {})
-    assert s.trials == ("A", "B") and s.has_flags
+    assert s.search_trials == ("A", "B") and s.trials == () and s.has_flags  # search-stage rows only
+    assert [lvl for lvl, _ in sanity.warnings(s)] == ["alarm", "note"]
+    rerun = sanity.check(res.assign(stage="rerun"), {})
+    assert rerun.trials == ("A", "B") and rerun.search_trials == ()
     assert [(m["condition"], m["stage"], m["n"]) for m in s.modalities] == [("video_only", "search", 2)]
     old = sanity.check(frame([row("A")]), {})
     assert not old.has_flags and old.trials == () and sanity.warnings(old) == []

@@ -222,3 +222,25 @@ def test_every_figure_saves_as_svg(driver, tmp_path):
         "var done=arguments[arguments.length-1];var d=document.querySelector('div.plot');"
         "Plotly.toImage(d,{format:'svg',width:600,height:400}).then(done,function(e){done('error: '+e);});")
     assert url.startswith("data:image/svg+xml"), url[:80]
+
+
+def test_demo_shaped_report_opens_on_the_summary_not_a_warning(driver, tmp_path):
+    """A demo-shaped study (3 strategies x 2 training missing rates, 4 search trials per cell,
+    the degenerate predictions the demo's search produces): the first screen is the summary."""
+    cfg = FakeStudy(name="demo", n_trials=24, n_failed=0, fusions=("vavl", "gated", "foalnet"),
+                    families=("drop_audio",), degenerate_trials=8, max_epochs=5)
+    path = write_report(write_study(tmp_path / "demo", cfg))
+    errors = [e for e in _open(driver, path) if e.get("level") == "SEVERE"]
+    assert errors == []
+    first = driver.execute_script(
+        "var h = window.innerHeight, out = [];"
+        "document.querySelectorAll('[role=alert], section, h2').forEach(function(e){"
+        "  var r = e.getBoundingClientRect(); if (r.top < h && r.bottom > 0 && r.height > 0)"
+        "    out.push([e.tagName, e.id || '', e.getAttribute('role') || '', e.textContent.slice(0, 60)]);});"
+        "return out;")
+    assert not [e for e in first if e[2] == "alert"], first  # no warning banner on the first screen
+    summary = driver.find_element("id", "summary")
+    assert summary.is_displayed() and summary.rect["y"] < driver.execute_script("return window.innerHeight")
+    # the expected flags are explained further down, in Sanity checks
+    sanity = driver.find_element("id", "sanity").text
+    assert "Expected by the design: 8 search trial(s)" in sanity and "What each flag means here" in sanity

@@ -121,6 +121,14 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     states = sorted(t.state.name for t in study.trials)  # ASHA-stopped trials are PRUNED, not COMPLETE
     n_stopped = int((status == "early_stopped").sum())
     assert states == ["COMPLETE"] * (6 - n_stopped) + ["PRUNED"] * n_stopped
+    # optuna-dashboard: named objectives, each Optuna trial linked to its Ray trial, cell, stage
+    assert study.metric_names == ["av_macro_f1", "worst_single_macro_f1"]
+    attrs = [t.user_attrs for t in study.trials]
+    assert {a["cell"] for a in attrs} == {"fusion=late|r=0.5"} and {a["stage"] for a in attrs} == {"search"}
+    ray_ids = [a["ray_trial_id"] for a in attrs]
+    assert len(set(ray_ids)) == 6 and all(isinstance(i, str) and i for i in ray_ids)
+    from study.cli import dashboard_command
+    assert dashboard_command(out)[-1] == f"sqlite:///{(out / 'optuna.db').resolve()}"
     table = progress_table(out)
     assert "fusion=late|r=0.5" in table and "rerun" in table
 

@@ -249,11 +249,17 @@ def watched_sweep(spec: StudySpec, study_dir: Path, resume: bool, verbose: bool,
 
 
 def sweep_cli(spec: StudySpec, out=None, resume: bool = False, verbose: bool = False,
-              refresh: float | None = None, live: bool = True, stream: TextIO | None = None) -> Path:
-    """`avstudy sweep`: the watched sweep, then the closing lines."""
+              refresh: float | None = None, live: bool = True, stream: TextIO | None = None,
+              overrides: dict | None = None) -> Path:
+    """`avstudy sweep`: the watched sweep, then the closing lines. `overrides` (--set) are
+    recorded in STUDY_DIR/overrides.json, which study.json copies."""
     stream = stream or sys.stdout
     study_dir, _ = study_paths(spec, out)
     study_dir.mkdir(parents=True, exist_ok=True)
+    if overrides:
+        from study.fsio import atomic_write_json
+
+        atomic_write_json(study_dir / "overrides.json", overrides, indent=1)
     log = watched_sweep(spec, study_dir, resume, verbose, refresh, live, stream)
     closing_lines(study_dir, log, stream, remote=study_remote(spec))
     return study_dir
@@ -268,7 +274,7 @@ def closing_lines(study_dir: Path, log: Path | None, stream: TextIO, report: Pat
         lines.append(f"report:      {Path(report).resolve()}")
     else:
         lines.append(f"report:      avstudy report {study_dir}")
-    lines.append(f"dashboard:   optuna-dashboard sqlite:///{(study_dir / 'optuna.db').resolve()}")
+    lines.append(f"dashboard:   avstudy dashboard {study_dir} (optuna-dashboard: every cell's study)")
     lines.append(f"tensorboard: tensorboard --logdir {study_dir / 'ray'}")
     if log is not None:
         lines.append(f"ray log:     {log} (--verbose shows it live)")

@@ -150,43 +150,66 @@ def make_data(spec: StudySpec) -> str:
 # ----------------------------------------------------------------------------- plan
 
 
-def plan_text(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: bool,
-              device: str | None = None) -> str:
-    """The whole `avstudy plan` report (raises SpecError/DatasetError on what the sweep would)."""
-    lines = [f"study {spec.name}: {len(spec.cells.items())} cell(s) "
-             f"({len(spec.cells.fusion)} fusion x {len(spec.cells.train_missing_rate)} train_missing_rate), "
-             f"searcher {spec.searcher.kind}, scheduler {spec.scheduler.kind}"]
+def plan_doc(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: bool,
+             device: str | None = None) -> dict:
+    """What `avstudy plan` found, as the fields of `--format json` (docs/CONTRACTS.md)."""
     if not spec.resources.max_concurrent_trials:
         check_resources(spec, cluster)
-    conc = max_concurrent(spec, cluster)
     r = spec.resources
-    per_trial_cpu, per_trial_gpu = r.workers * r.cpus_per_worker, r.workers * r.gpus_per_worker
-    lines.append(f"resources: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU from {source}; "
-                 f"a trial takes {per_trial_cpu:g} CPU + {per_trial_gpu:g} GPU "
-                 f"({'inline' if r.inline else 'Ray Train'}); at most {conc} trial(s) at once")
     data_dir, data_line = check_data(spec)
-    lines.append(f"dataset: {data_line}")
     stages = stage_plan(spec)
-    for st in stages:
-        what = (f"{st.experiments} experiment(s), {st.trials} trial(s), <= {st.max_epochs_per_trial} epochs each"
-                if st.max_epochs_per_trial else f"test evaluation of the {st.trials} rerun trial(s)")
-        lines.append(f"  {st.name:<7} {what}")
     if probe and data_dir is None:
         data_dir = make_data(spec)
     flats = sample_cells(spec, data_dir)
-    lines.append(f"spaces {list(spec.spaces) or '(none: grid of fixed values)'}: sampled once per cell, "
-                 "every configuration valid")
     if probe:
-        epoch_s = probe_epoch_s(flats[0], spec, data_dir, device)
-        how = f"measured: one epoch of cell 1's sampled configuration took {epoch_s:.1f} s"
+        epoch_s, how = probe_epoch_s(flats[0], spec, data_dir, device), "measured"
     else:
-        epoch_s = ROUGH_EPOCH_S.get(spec.model_preset, 60.0)
-        how = (f"rough figure: {epoch_s:g} s per epoch assumed for the {spec.model_preset} preset "
-               "(--no-probe; run without it to time one epoch)")
+        epoch_s, how = ROUGH_EPOCH_S.get(spec.model_preset, 60.0), "rough"
     epochs = sum(st.trials * st.max_epochs_per_trial for st in stages)
-    trial_h = epochs * epoch_s / 3600
-    lines.append(f"estimate ({how}): <= {epochs} trial-epochs = {trial_h:.2f} trial-hours, "
-                 f"{trial_h * per_trial_cpu:.2f} CPU-hours, {trial_h * per_trial_gpu:.2f} GPU-hours, "
+    return {"study": spec.name, "cells": len(spec.cells.items()), "fusion": list(spec.cells.fusion),
+            "train_missing_rate": list(spec.cells.train_missing_rate), "searcher": spec.searcher.kind,
+            "scheduler": spec.scheduler.kind, "model_preset": spec.model_preset,
+            "cluster": {"CPU": float(cluster.get("CPU", 0)), "GPU": float(cluster.get("GPU", 0)),
+                        "source": source},
+            "trial_resources": {"CPU": r.workers * r.cpus_per_worker, "GPU": r.workers * r.gpus_per_worker,
+                                "mode": "inline" if r.inline else "ray-train"},
+            "max_concurrent": max_concurrent(spec, cluster), "dataset": data_line,
+            "stages": [{"name": st.name, "experiments": st.experiments, "trials": st.trials,
+                        "max_epochs_per_trial": st.max_epochs_per_trial} for st in stages],
+            "spaces": list(spec.spaces), "epoch_s": epoch_s, "epoch_s_source": how,
+            "trial_epochs": epochs, "trial_hours": epochs * epoch_s / 3600}
+
+
+def plan_text(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: bool,
+              device: str | None = None) -> str:
+    """The whole `avstudy plan` report (raises SpecError/DatasetError on what the sweep would)."""
+    return render_plan(plan_doc(spec, cluster, source, probe, device))
+
+
+def render_plan(doc: dict) -> str:
+    """plan_doc's fields as the lines `avstudy plan` prints."""
+    res, conc, cl = doc["trial_resources"], doc["max_concurrent"], doc["cluster"]
+    lines = [f"study {doc['study']}: {doc['cells']} cell(s) ({len(doc['fusion'])} fusion x "
+             f"{len(doc['train_missing_rate'])} train_missing_rate), searcher {doc['searcher']}, "
+             f"scheduler {doc['scheduler']}",
+             f"resources: {cl['CPU']:g} CPU, {cl['GPU']:g} GPU from {cl['source']}; a trial takes "
+             f"{res['CPU']:g} CPU + {res['GPU']:g} GPU ({'inline' if res['mode'] == 'inline' else 'Ray Train'}); "
+             f"at most {conc} trial(s) at once",
+             f"dataset: {doc['dataset']}"]
+    for st in doc["stages"]:
+        what = (f"{st['experiments']} experiment(s), {st['trials']} trial(s), <= {st['max_epochs_per_trial']} "
+                "epochs each" if st["max_epochs_per_trial"]
+                else f"test evaluation of the {st['trials']} rerun trial(s)")
+        lines.append(f"  {st['name']:<7} {what}")
+    lines.append(f"spaces {doc['spaces'] or '(none: grid of fixed values)'}: sampled once per cell, "
+                 "every configuration valid")
+    epoch_s, trial_h = doc["epoch_s"], doc["trial_hours"]
+    how = (f"measured: one epoch of cell 1's sampled configuration took {epoch_s:.1f} s"
+           if doc["epoch_s_source"] == "measured" else
+           f"rough figure: {epoch_s:g} s per epoch assumed for the {doc['model_preset']} preset "
+           "(--no-probe; run without it to time one epoch)")
+    lines.append(f"estimate ({how}): <= {doc['trial_epochs']} trial-epochs = {trial_h:.2f} trial-hours, "
+                 f"{trial_h * res['CPU']:.2f} CPU-hours, {trial_h * res['GPU']:.2f} GPU-hours, "
                  f"~{trial_h / conc * 60:.0f} min wall at {conc} at once "
-                 f"(an upper bound: {spec.scheduler.kind} stops weak trials early)")
+                 f"(an upper bound: {doc['scheduler']} stops weak trials early)")
     return "\n".join(lines)

@@ -270,6 +270,11 @@ def folds_note(spec: StudySpec) -> dict | None:
                     f"configuration x seed x fold"}
 
 
+def _overrides(study_dir: Path) -> dict:
+    path = Path(study_dir) / "overrides.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_study_json(study_dir: Path, spec: StudySpec, status: str,
                      started_at: str | None = None) -> dict:
     path = Path(study_dir) / "study.json"
@@ -287,6 +292,7 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "selection": {**selection_note(spec),  # dev only: top-k rule, checkpoint, seeds, data conditions
                       "selected_on_test": _selected_on_test(spec)},
         "folds": folds_note(spec),
+        "overrides": _overrides(study_dir),  # `sweep --set KEY=VALUE`, already applied to `spec`
         **_dataset_labels(spec),
     }
     atomic_write_json(path, doc, indent=1)

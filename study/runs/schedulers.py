@@ -141,8 +141,31 @@ class TruthfulOptunaSearch(OptunaSearch):
     """OptunaSearch that records scheduler-stopped trials as PRUNED (see the module docstring).
 
     A trial counts as stopped when its last result says `finished: False` (the trial loop sets
-    `finished: True` on its own last epoch).
+    `finished: True` on its own last epoch). For optuna-dashboard, the study's metric names are
+    the objectives' keys and every Optuna trial carries `ray_trial_id` plus `trial_attrs`
+    (cell, stage) as user attributes.
     """
+
+    def __init__(self, *args, metric_names: list[str] | None = None, trial_attrs: dict | None = None,
+                 **kwargs):
+        self._metric_names = list(metric_names or [])
+        self._trial_attrs = dict(trial_attrs or {})
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        if getattr(self, "_metric_names", None):
+            self._ot_study.set_metric_names(self._metric_names)
+
+    def suggest(self, trial_id: str):
+        new = trial_id not in self._ot_trials
+        params = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+            for key, value in getattr(self, "_trial_attrs", {}).items():
+                ot_trial.set_user_attr(key, value)
+        return params
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if error or not result or result.get("finished", True) or trial_id in self._completed_trials:

@@ -124,7 +124,8 @@ def study_folds(spec: StudySpec) -> tuple[int, ...]:
     return tuple(range(spec.dataset.folds.n)) if spec.dataset.folds is not None else (0,)
 
 
-def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str):
+def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str,
+                cell: str | None = None):
     import optuna
 
     from study.runs.schedulers import TruthfulOptunaSearch
@@ -141,7 +142,8 @@ def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: 
     single = len(keys) == 1
     return TruthfulOptunaSearch(space=space, metric=keys[0] if single else keys,
                                 mode=modes[0] if single else modes, sampler=sampler,
-                                study_name=f"{spec.name}/search/{slug}", storage=storage)
+                                study_name=f"{spec.name}/search/{slug}", storage=storage, metric_names=keys,
+                                trial_attrs={"cell": cell or slug, "stage": "search"})
 
 
 def close_orphans(study_dir: Path, study_name: str, url: str | None = None) -> int:
@@ -239,7 +241,7 @@ class Sweep:
         else:
             space = combine(spec.spaces, fixed, data_conditions=spec.search_data_conditions,
                             search=spec.search)
-            search = _search_alg(spec, space, self.dir, index, slug)
+            search = _search_alg(spec, space, self.dir, index, slug, cell=label["cell"])
             records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
                                             "search_alg": search,
                                             "scheduler": _scheduler(spec)}, label=label)

@@ -85,6 +85,8 @@ def _fmt(v) -> str:
 def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="progress table of a study (per stage and cell)")
     p.add_argument("study_dir", help="STUDY_DIR of a running or finished study")
+    p.add_argument("--format", default="text", choices=["text", "json"],
+                   help="json: one object with the fields of docs/CONTRACTS.md (for scripts and CI)")
     p.set_defaults(func=run)
     return p
 
@@ -93,5 +95,16 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.study_dir).is_dir():
         print(f"avstudy status: error: no such study directory: {args.study_dir}", file=sys.stderr)
         return 1
-    print(progress_table(args.study_dir))
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(progress_doc(args.study_dir), indent=1))
+    else:
+        print(progress_table(args.study_dir))
     return 0
+
+
+def progress_doc(study_dir: str | Path) -> dict:
+    """`avstudy status --format json`: the study's name/status and one row per experiment."""
+    meta = Path(study_dir) / "study.json"
+    doc = json.loads(meta.read_text()) if meta.exists() else {}
+    return {"study": doc.get("name"), "status": doc.get("status"), "started_at": doc.get("started_at"),
+            "overrides": doc.get("overrides", {}), "experiments": progress_rows(study_dir)}

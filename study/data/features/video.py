@@ -315,8 +315,8 @@ def _hsemotion_module(path: Path, device: str) -> torch.nn.Module:
             import timm
         except ImportError as err:
             raise ImportError(f"--video-weights {path} is a state dict: building its efficientnet_b2 "
-                              "needs timm (pip install 'avstudy[media]'), or give HSEmotion's pickled "
-                              "module") from err
+                              "needs timm: pip install 'avstudy[backbones]' (with a torchvision "
+                              "matching your torch), or give HSEmotion's pickled module") from err
         net = timm.create_model("efficientnet_b2", pretrained=False, num_classes=8)
         net.load_state_dict(obj.get("state_dict", obj))
         return net
@@ -338,7 +338,8 @@ class EfficientNetExtractor(_ImageNetBatches):
             import timm
         except ImportError as err:
             raise ImportError("the efficientnet video extractor needs timm (and a torchvision "
-                              "built for the installed torch): pip install 'avstudy[media]'") from err
+                              "built for the installed torch): pip install 'avstudy[backbones]' "
+                              "torchvision==<the release matching your torch>") from err
         kwargs = {}
         if weights not in ("hub", "none"):
             if not Path(weights).is_file():

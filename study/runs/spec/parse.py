@@ -442,8 +442,31 @@ def _optuna_storage(raw: Mapping) -> str | None:
     return url
 
 
-def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> StudySpec:
-    """Read and validate a YAML spec; with `cluster` ({"CPU", "GPU"}) also check it fits."""
+def apply_overrides(raw: Any, overrides: Mapping[str, Any]) -> Any:
+    """`sweep --set KEY=VALUE`: a dotted spec key (`budget.max_epochs`, `top_k`) replaces that
+    value; any other key is a training config key and goes into `fixed` (validated there)."""
+    if not overrides:
+        return raw
+    raw = dict(raw) if isinstance(raw, Mapping) else raw
+    for key, value in overrides.items():
+        head, *rest = key.split(".")
+        if head not in TOP_KEYS:
+            raw["fixed"] = {**(raw.get("fixed") or {}), key: value}
+            continue
+        node = raw
+        for part in [head, *rest][:-1]:
+            if not isinstance(node.get(part, {}), Mapping):
+                raise SpecError(f"--set {key}: `{part}` is not a mapping in the spec")
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[[head, *rest][-1]] = value
+    return raw
+
+
+def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None,
+              overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Read and validate a YAML spec (with `overrides` applied, see apply_overrides); with
+    `cluster` ({"CPU", "GPU"}) also check it fits."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
@@ -452,7 +475,7 @@ def load_spec(path: str | Path, cluster: Mapping[str, float] | None = None) -> S
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise SpecError(f"{path}: not a readable YAML text file ({type(exc).__name__})") from None
     try:
-        spec = spec_from_dict(raw)
+        spec = spec_from_dict(apply_overrides(raw, overrides or {}))
         if cluster is not None:
             check_resources(spec, cluster)
     except SpecError as exc:
