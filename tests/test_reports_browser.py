@@ -107,10 +107,10 @@ def test_report_renders_every_plot(driver, tmp_path, families):
     text = driver.find_element("tag name", "body").text
     assert "could not be built" not in text
     banners = driver.find_elements("css selector", "div.banner")
-    if families:  # degenerate trials: a visible warning above the navigation, naming them
-        assert len(banners) == 1 and banners[0].is_displayed()
-        assert banners[0].rect["y"] < driver.find_element("tag name", "nav").rect["y"]
-        assert "2 trial(s) have degenerate predictions" in banners[0].text and "search-00000" in banners[0].text
+    if families:  # degenerate search trials: expected by the design, explained in Sanity checks, no banner
+        assert banners == []
+        sanity = driver.find_element("id", "sanity").text
+        assert "Expected by the design: 2 search trial(s)" in sanity and "search-00000" in sanity
         curves = driver.execute_script("return document.querySelector('#curves div.plot')._fullLayout.annotations"
                                        ".map(function(a){return a.text;})")
         assert curves == list(("miss", *ALL_FAMILIES))  # one panel per condition family
@@ -188,7 +188,7 @@ def test_first_screen_shows_the_summary(driver, tmp_path, warnings):
     """Issue 20/22: the first screen (1400 x 1000) opens with the summary's conclusion and its
     table, not with warnings: the sanity banner, when there is one, stays short above it."""
     cfg = FakeStudy(n_trials=20, seed=4, folds=3, seeds=(0, 1), baselines=True, families=("drop_audio",),
-                    degenerate_trials=2 if warnings else 0)
+                    search_audio_share=warnings)
     logs = _open(driver, write_report(write_study(tmp_path / "study", cfg)))
     _assert_clean(driver, logs)
     driver.execute_script("window.scrollTo(0, 0)")
@@ -204,7 +204,7 @@ def test_first_screen_shows_the_summary(driver, tmp_path, warnings):
     banners = driver.find_elements("css selector", "div.banner")
     assert bool(banners) == warnings
     if warnings:
-        assert "degenerate predictions" in banners[0].text and banners[0].rect["height"] < view / 4
+        assert "Data condition searched inside cells" in banners[0].text and banners[0].rect["height"] < view / 4
 
 
 def test_every_figure_saves_as_svg(driver, tmp_path):
