@@ -174,3 +174,11 @@ def test_a_bound_refuses_just_outside_and_accepts_just_inside(name, bound):
 
 def _find(cfg, name):
     return cfg.protocol if hasattr(cfg.protocol, name) and not hasattr(cfg, name) else cfg
+
+
+def test_statistics_go_into_a_cache_whose_parents_do_not_exist_yet(hand, tmp_path, monkeypatch):
+    fresh = tmp_path / "node" / "cache" / "stats" / "ds-1"          # a fresh node: nothing exists
+    monkeypatch.setattr(N, "stats_dirs", lambda ds: [fresh])
+    stats = N.load_stats(open_dataset(hand))
+    assert stats.path.parent == fresh and stats.path.is_file()
+    assert stats["audio"].mean.tolist() == pytest.approx([3.0], abs=1e-12)
