@@ -383,7 +383,9 @@ def _optional_subparsers():
     from reports import cli as reports_cli
     from study.data.features import cli as features_cli
     from study.runs import status
-    return [status.add_subparser, features_cli.add_subparser, reports_cli.add_subparser]
+    from study.training import predict_cli
+    return [status.add_subparser, features_cli.add_subparser, reports_cli.add_subparser,
+            predict_cli.add_subparser]
 
 
 HANDLERS = {"data": _run_data, "train": _run_train, "sweep": _run_sweep, "demo": _run_demo,
@@ -397,7 +399,9 @@ def _dispatch(args) -> int:
     from reports import cli as reports_cli
     from study.data.features import cli as features_cli
     from study.runs import status
-    others = {"status": status.run, "features": features_cli.run, "report": reports_cli.run}
+    from study.training import predict_cli
+    others = {"status": status.run, "features": features_cli.run, "report": reports_cli.run,
+              "predict": predict_cli.run}
     return others[args.cmd](args)
 
 
