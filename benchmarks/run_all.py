@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "report_folds": (["--trials", "20", "--folds", "2", "--seeds", "2"], []),
     "baselines": (["--quick"], []),
     "resplit_bytes": (["--quick"], []),
+    "schedule_ab": (["--quick", "--seeds", "2", "--epochs", "2"], []),
 }
 
 
