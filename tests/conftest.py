@@ -1,8 +1,10 @@
-"""Shared pytest fixtures: one Ray instance (2 CPUs) per test session, the `slow` marker."""
+"""Shared pytest fixtures: one Ray instance (2 CPUs) per test session, the synthetic `tiny` corpus,
+the `slow` marker."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +27,15 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The synthetic `tiny` corpus (seed 0), made once per session and shared read-only: a test
+    that changes a dataset makes its own. Training tests run with one torch thread."""
+    import torch
+
+    from study.data.generate import make_corpus
+
+    torch.set_num_threads(1)
+    return make_corpus(tmp_path_factory.mktemp("tiny") / "d", scale="tiny", seed=0, progress=False)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_TYPE = {"CPU": 1, "GPU": 1}  # one fake GPU per worker node (a g5 instance detects its own)
@@ -87,11 +88,6 @@ with open(answer, "w") as f:  # through a file: Ray's processes may print after 
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _stop_ours(tag: str) -> None:
     """SIGKILL the processes of this test's Ray (their command lines name its temp dir)."""
@@ -120,7 +116,7 @@ def test_trials_make_the_autoscaler_add_worker_nodes(tmp_path):
     config = Path(temp) / "fake.yaml"
     from ray._private.services import get_node_ip_address
 
-    port = _free_port()
+    port = free_port()
     config.write_text(json.dumps(fake_config(ROOT / "cluster.yaml", max_workers=2,
                                              gcs_address=f"{get_node_ip_address()}:{port}")))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AVSTUDY_CACHE": str(tmp_path / "cache"),

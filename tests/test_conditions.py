@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from study.data.generate import make_corpus
 from study.data.protocol import (
     FAMILIES,
     Perturbation,
@@ -139,15 +138,10 @@ def test_condition_perturbations_and_augmentation():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_corpus(tmp_path_factory.mktemp("d") / "tiny", scale="tiny", seed=0, progress=False)
-
-
-@pytest.fixture(scope="module")
-def session(data):
+def session(tiny_corpus):
     torch.manual_seed(0)
-    return Session(config_from_flat({"preset": "tiny", "batch_size": 32, "dropout": 0.0}, data_dir=data), data)
+    cfg = config_from_flat({"preset": "tiny", "batch_size": 32, "dropout": 0.0}, data_dir=tiny_corpus)
+    return Session(cfg, tiny_corpus)
 
 
 def test_batch_masks_dropped_frames_and_leaves_the_other_stream(session):
@@ -195,21 +189,21 @@ def test_noise_is_scaled_by_training_statistics(session):
 
 def _manual_loss(session, split: str, drop_audio: bool, drop_video: bool) -> float:
     """Cross-entropy of predictions on batches where a stream is truly absent (has False, no frame)."""
-    data = session.splits[split]
-    has_a = data.frame["has_audio"].to_numpy(bool) & (not drop_audio)
-    has_v = data.frame["has_video"].to_numpy(bool) & (not drop_video)
+    part = session.splits[split]
+    has_a = part.frame["has_audio"].to_numpy(bool) & (not drop_audio)
+    has_v = part.frame["has_video"].to_numpy(bool) & (not drop_video)
     keep = np.flatnonzero(has_a | has_v)
     session.model.eval()
     preds = []
     with torch.no_grad():
         for start in range(0, len(keep), 16):
-            batch = data.batch(keep[start:start + 16], has_a, has_v)
+            batch = part.batch(keep[start:start + 16], has_a, has_v)
             if drop_video:
                 assert not batch.has_video.any() and not batch.video_mask.any()
             if drop_audio:
                 assert not batch.has_audio.any() and not batch.audio_mask.any()
             preds.append(session.model(batch).pred.float())
-    pred, target = torch.cat(preds), torch.from_numpy(data.target[keep])
+    pred, target = torch.cat(preds), torch.from_numpy(part.target[keep])
     return float(-(target * F.log_softmax(pred, -1)).sum(-1).mean())
 
 
@@ -267,10 +261,10 @@ def test_robustness_row_integrates_levels_per_family():
     assert _robustness_row(rows)["condition"] == "robustness" and _robustness_row(rows)["macro_f1"] == 0.0
 
 
-def test_training_augmentation_redrawn_each_epoch_and_recorded(data, monkeypatch):
+def test_training_augmentation_redrawn_each_epoch_and_recorded(tiny_corpus, monkeypatch):
     cfg = config_from_flat({"preset": "tiny", "batch_size": 64, "frame_dropout": 0.3, "noise_aug": 0.5,
-                            "noise_aug_snr_db": 0.0, "max_epochs": 2}, data_dir=data)
-    s = Session(cfg, data)
+                            "noise_aug_snr_db": 0.0, "max_epochs": 2}, data_dir=tiny_corpus)
+    s = Session(cfg, tiny_corpus)
     train = s.splits["train"]
     seen, masked = [], []
     real = train.batch

@@ -4,17 +4,16 @@ the same first-step gradients as one process over the same global batch."""
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from study.data.generate import make_corpus
 from study.training.config import config_from_flat
 from study.training.loader import bucketed_batches, shard_batches
 from study.training.session import Session
+from tests.ports import free_port
 
 # every sample paired, no dropout: each loss term is a mean over equal-size shards, so the
 # mean of the two ranks' gradients is exactly the gradient of the global batch's mean loss
@@ -43,14 +42,14 @@ def _first_step_grads(s: Session) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _rank_main(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        cfg = config_from_flat(FLAT, data_dir=data)
+        cfg = config_from_flat(FLAT, data_dir=data_dir)
         ddp = lambda m: torch.nn.parallel.DistributedDataParallel(m, find_unused_parameters=True)
-        s = Session(cfg, data, wrap_model=ddp)
+        s = Session(cfg, data_dir, wrap_model=ddp)
         assert (s.rank, s.world_size) == (rank, world)
         grads = _first_step_grads(s)
         if rank == 0:
@@ -58,17 +57,6 @@ def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
     finally:
         torch.distributed.destroy_process_group()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return str(make_corpus(tmp_path_factory.mktemp("ddp") / "tiny", scale="tiny", seed=0,
-                           progress=False))
 
 
 def test_shards_give_every_rank_the_same_steps():
@@ -82,19 +70,19 @@ def test_shards_give_every_rank_the_same_steps():
     assert shard_batches(batches, 0, 1) is batches
 
 
-def test_two_rank_gloo_gradients_equal_one_rank(data, tmp_path):
-    cfg = config_from_flat(FLAT, data_dir=data)
-    single = Session(cfg, data)
+def test_two_rank_gloo_gradients_equal_one_rank(tiny_corpus, tmp_path):
+    cfg = config_from_flat(FLAT, data_dir=tiny_corpus)
+    single = Session(cfg, tiny_corpus)
     assert single.splits["train"].has_audio.all() and single.splits["train"].has_video.all()
     want = _first_step_grads(single)
     out = str(tmp_path / "rank0.pt")
-    mp.start_processes(_rank_main, args=(2, _free_port(), data, out), nprocs=2, join=True,
+    mp.start_processes(_rank_main, args=(2, free_port(), tiny_corpus, out), nprocs=2, join=True,
                        start_method="spawn")
     got = torch.load(out, weights_only=True)
     assert set(got) == set(want) and len(want) > 5
     for name, g in want.items():
         torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=name)
     # a rank's half batch alone gives a different gradient: the comparison has teeth
-    half = Session(config_from_flat({**FLAT, "batch_size": 8}, data_dir=data), data)
+    half = Session(config_from_flat({**FLAT, "batch_size": 8}, data_dir=tiny_corpus), tiny_corpus)
     other = _first_step_grads(half)
     assert any(not torch.allclose(other[n], want[n], rtol=1e-3, atol=1e-5) for n in want)

@@ -14,7 +14,6 @@ from random_batches import random_batch
 from model import build_model, model_config
 from model.fusion import alignment_loss, hard_negatives, matching_pairs
 from model.vavl import Encoded, ModelOutput
-from study.data.generate import make_corpus
 from study.training.config import config_from_flat
 from study.training.session import Session
 
@@ -24,11 +23,6 @@ LN2 = math.log(2.0)
 
 def tiny(**kw):
     return model_config("tiny", **kw)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("d") / "tiny", scale="tiny", seed=0, progress=False)
 
 
 def _session(data, **kw) -> Session:
@@ -148,10 +142,10 @@ def test_detached_fusion_loss_never_reaches_the_encoders():
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam"])
-def test_fusion_only_update_leaves_every_other_parameter_bit_identical(data, optimizer):
+def test_fusion_only_update_leaves_every_other_parameter_bit_identical(tiny_corpus, optimizer):
     """After a fused step (the optimizer has momentum for every parameter, and weight decay is on),
     a fusion-only update changes the fusion module and nothing else, bit for bit."""
-    session = _session(data, optimizer=optimizer, weight_decay=0.1)
+    session = _session(tiny_corpus, optimizer=optimizer, weight_decay=0.1)
     split = session.splits["train"]
     batch = split.batch(torch.arange(12).numpy(), split.has_audio, split.has_video)
     session.model.train()
@@ -162,11 +156,11 @@ def test_fusion_only_update_leaves_every_other_parameter_bit_identical(data, opt
     assert changed and all(n.startswith("fusion.") for n in changed), sorted(changed)[:5]
 
 
-def test_three_pass_empty_subset_still_runs_its_pass(data, monkeypatch):
+def test_three_pass_empty_subset_still_runs_its_pass(tiny_corpus, monkeypatch):
     """DDP: every rank must run every pass. A batch without video, while another rank has video
     samples (simulated all-reduce), runs the visual pass on a placeholder with exactly zero
     gradient; a pass empty on every rank is skipped everywhere."""
-    session = _session(data, schedule="three_pass")
+    session = _session(tiny_corpus, schedule="three_pass")
     split = session.splits["train"]
     batch = split.batch(torch.arange(6).numpy(), split.has_audio, split.has_video)
     batch = batch.drop(video=torch.ones(6, dtype=torch.bool))  # this rank: no video at all
@@ -225,7 +219,7 @@ def test_detached_schedule_learns():
 # ---- the official training recipe -----------------------------------------------------------
 
 
-def test_official_preset_is_the_official_recipe(data):
+def test_official_preset_is_the_official_recipe(tiny_corpus):
     cfg = config_from_flat({"preset": "official"})
     assert (cfg.optimizer, cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay) == ("adam", 5e-5, 0.95, 0.999, 5e-7)
     assert (cfg.max_epochs, cfg.batch_size, cfg.grad_clip, cfg.train_schedule) == (20, 32, 0.0, "three_pass")
@@ -233,11 +227,11 @@ def test_official_preset_is_the_official_recipe(data):
     assert (cfg.model.dropout, cfg.model.head_dropout, cfg.model.d_model) == (0.1, 0.2, 512)
     assert config_from_flat({"preset": "official", "lr": 1e-4}).lr == 1e-4  # explicit keys win
     session = Session(config_from_flat({"preset": "tiny", "optimizer": "adam", "beta1": 0.95,
-                                        "weight_decay": 5e-7}, data_dir=data), data)
+                                        "weight_decay": 5e-7}, data_dir=tiny_corpus), tiny_corpus)
     assert type(session.opt) is torch.optim.Adam
     group = session.opt.param_groups
     assert len(group) == 1 and group[0]["betas"] == (0.95, 0.999) and group[0]["weight_decay"] == 5e-7
-    default = Session(config_from_flat({"preset": "tiny"}, data_dir=data), data)
+    default = Session(config_from_flat({"preset": "tiny"}, data_dir=tiny_corpus), tiny_corpus)
     assert type(default.opt) is torch.optim.AdamW and len(default.opt.param_groups) == 2
 
 

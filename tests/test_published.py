@@ -115,26 +115,19 @@ def test_vavl_recipes_per_corpus_and_old_names():
 # ---- untrained heads flagged; recipe recorded and printed ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from study.data.generate import make_corpus
-    torch.set_num_threads(1)
-    return make_corpus(tmp_path_factory.mktemp("d") / "tiny", scale="tiny", seed=0, progress=False)
-
-
-def test_recipe_single_modality_rows_carry_the_untrained_flag(data):
+def test_recipe_single_modality_rows_carry_the_untrained_flag(tiny_corpus):
     from study.training.sanity import degenerate
     from study.training.session import Session
-    cfg = config_from_flat({"preset": "foalnet_official", **TINY, "max_epochs": 1}, data_dir=data)
-    s = Session(cfg, data)
+    cfg = config_from_flat({"preset": "foalnet_official", **TINY, "max_epochs": 1}, data_dir=tiny_corpus)
+    s = Session(cfg, tiny_corpus)
     s.train_epoch()
     rows = {r["condition"]: r for r in s.evaluate("dev")}
     for cond in ("audio_only", "video_only", "miss_0.5", "robustness"):
         assert rows[cond]["flag"] == "untrained", cond
     assert rows["av"]["flag"] != "untrained" and rows["miss_0.0"]["flag"] != "untrained"
     assert not degenerate([{"condition": "audio_only", "flag": "untrained"}])
-    trained = config_from_flat({"preset": "tiny", "max_epochs": 1}, data_dir=data)
-    s2 = Session(trained, data)
+    trained = config_from_flat({"preset": "tiny", "max_epochs": 1}, data_dir=tiny_corpus)
+    s2 = Session(trained, tiny_corpus)
     s2.train_epoch()
     assert all(r["flag"] != "untrained" for r in s2.evaluate("dev"))
 

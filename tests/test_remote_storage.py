@@ -26,6 +26,8 @@ from study.runs.storage import MIRRORED, StudyMirror, join_uri
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_results import FakeStudy, write_study
 
+from tests.ports import free_port
+
 pafs = pytest.importorskip("pyarrow.fs")
 pytest.importorskip("moto")
 
@@ -35,16 +37,11 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server on 127.0.0.1 with one bucket; yields the bucket's base URI."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     old = {k: os.environ.get(k) for k in CREDS}

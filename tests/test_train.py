@@ -3,54 +3,46 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from study.data.generate import make_corpus
 from study.training.config import config_from_flat
 from study.training.session import Session, bucketed_batches, fit
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_corpus(tmp_path_factory.mktemp("d") / "tiny", scale="tiny", seed=0, progress=False)
+def _cfg(tiny_corpus, **kw):
+    return config_from_flat({"preset": "tiny", "lr": 2e-3, "batch_size": 32, **kw}, data_dir=tiny_corpus)
 
 
-def _cfg(data, **kw):
-    return config_from_flat({"preset": "tiny", "lr": 2e-3, "batch_size": 32, **kw}, data_dir=data)
-
-
-def test_config_from_flat_fills_dataset_dims_and_rejects_unknown(data):
-    cfg = _cfg(data, d_model=16, train_missing_rate=0.3)
+def test_config_from_flat_fills_dataset_dims_and_rejects_unknown(tiny_corpus):
+    cfg = _cfg(tiny_corpus, d_model=16, train_missing_rate=0.3)
     assert (cfg.model.audio_dim, cfg.model.video_dim, cfg.model.n_outputs) == (32, 24, 6)
     assert cfg.model.d_model == 16 and cfg.protocol.train_missing_rate == 0.3
     assert config_from_flat(cfg.to_flat()) == cfg
     with pytest.raises(ValueError, match=r"d_modle: unknown config key .*did you mean `d_model`"):
-        _cfg(data, d_modle=16)
+        _cfg(tiny_corpus, d_modle=16)
 
 
 @pytest.mark.parametrize("schedule", ["fused", "three_pass"])
-def test_training_learns_above_chance(data, schedule):
-    record = fit(_cfg(data, max_epochs=6, patience=6, schedule=schedule), data, log=lambda s: None)
+def test_training_learns_above_chance(tiny_corpus, schedule):
+    record = fit(_cfg(tiny_corpus, max_epochs=6, patience=6, schedule=schedule), tiny_corpus, log=lambda s: None)
     by = {r["condition"]: r for r in record["dev"]}
     assert by["av"]["macro_f1"] > 0.3                         # chance is ~0.17 (6 classes)
     assert {r["condition"] for r in record["test"]} >= {"av", "audio_only", "video_only",
                                                         "miss_0.5", "robustness"}
 
 
-def test_missing_rate_training_reports_unimodal_conditions(data):
-    record = fit(_cfg(data, max_epochs=2, train_missing_rate=0.5), data, log=lambda s: None)
+def test_missing_rate_training_reports_unimodal_conditions(tiny_corpus):
+    record = fit(_cfg(tiny_corpus, max_epochs=2, train_missing_rate=0.5), tiny_corpus, log=lambda s: None)
     by = {r["condition"]: r for r in record["test"]}
     for cond in ("audio_only", "video_only"):
         assert 0.0 <= by[cond]["macro_f1"] <= 1.0 and by[cond]["n"] == by["av"]["n"]
     assert record["protocol"]["train_missing_rate"] == 0.5
 
 
-def test_dimensional_task_and_soft_labels(data):
-    dim = config_from_flat({"preset": "tiny", "max_epochs": 1}, data_dir=data, task="dimensional")
-    rows = fit(dim, data, log=lambda s: None)["test"]
+def test_dimensional_task_and_soft_labels(tiny_corpus):
+    dim = config_from_flat({"preset": "tiny", "max_epochs": 1}, data_dir=tiny_corpus, task="dimensional")
+    rows = fit(dim, tiny_corpus, log=lambda s: None)["test"]
     assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"} <= set(rows[0])
-    soft = Session(_cfg(data, label_kind="soft"), data)
+    soft = Session(_cfg(tiny_corpus, label_kind="soft"), tiny_corpus)
     target = soft.splits["train"].target
     assert np.allclose(target.sum(1), 1) and (target.max(1) < 1).any()
 
@@ -58,32 +50,32 @@ def test_dimensional_task_and_soft_labels(data):
 # best-epoch selection on dev and the single test evaluation: tests/test_selection.py
 
 
-def test_early_stopping_on_patience(data):
-    session = Session(_cfg(data, max_epochs=50, patience=2, lr=1e-9), data)
+def test_early_stopping_on_patience(tiny_corpus):
+    session = Session(_cfg(tiny_corpus, max_epochs=50, patience=2, lr=1e-9), tiny_corpus)
     while not session.should_stop:
         session.train_epoch()
         session.observe(session.evaluate("dev", conditions=["av"]))
     assert session.epoch - session.best_epoch == 2 and session.epoch < 50
 
 
-def test_checkpoint_resume_continues_identically(data, tmp_path):
-    cfg = _cfg(data, max_epochs=3, modality_dropout=0.2)
-    a = Session(cfg, data)
+def test_checkpoint_resume_continues_identically(tiny_corpus, tmp_path):
+    cfg = _cfg(tiny_corpus, max_epochs=3, modality_dropout=0.2)
+    a = Session(cfg, tiny_corpus)
     a.train_epoch()
     a.observe(a.evaluate("dev", conditions=["av"]))
     a.save(tmp_path)
     la = a.train_epoch()["train_loss"]
-    b = Session(cfg, data)
+    b = Session(cfg, tiny_corpus)
     b.restore(tmp_path)                                           # also restores the torch RNG
     assert b.epoch == 1 and b.best_epoch == a.best_epoch
     lb = b.train_epoch()["train_loss"]
     assert la == pytest.approx(lb, rel=1e-5)
 
 
-def test_checkpoint_refuses_other_config(data, tmp_path):
-    Session(_cfg(data), data).save(tmp_path)
+def test_checkpoint_refuses_other_config(tiny_corpus, tmp_path):
+    Session(_cfg(tiny_corpus), tiny_corpus).save(tmp_path)
     with pytest.raises(ValueError, match="different config"):
-        Session(_cfg(data, d_model=16), data).restore(tmp_path)
+        Session(_cfg(tiny_corpus, d_model=16), tiny_corpus).restore(tmp_path)
 
 
 def test_bucketed_batches_cover_everything_once():
@@ -95,11 +87,11 @@ def test_bucketed_batches_cover_everything_once():
     assert spread < 0.5                                           # similar lengths together
 
 
-def test_bf16_autocast_path_trains(data):
-    session = Session(_cfg(data, precision="bf16"), data)
+def test_bf16_autocast_path_trains(tiny_corpus):
+    session = Session(_cfg(tiny_corpus, precision="bf16"), tiny_corpus)
     info = session.train_epoch()
     assert np.isfinite(info["train_loss"])
     rows = session.evaluate("dev", conditions=["av"])
     assert 0.0 <= rows[0]["macro_f1"] <= 1.0
     with pytest.raises(ValueError, match=r"precision: 'fp8' not one of \['auto', 'fp32', 'bf16'\]"):
-        _cfg(data, precision="fp8")
+        _cfg(tiny_corpus, precision="fp8")
