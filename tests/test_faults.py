@@ -84,7 +84,7 @@ def test_optuna_sqlite_is_wal_and_a_reader_never_blocks_the_writer(tmp_path):
 def test_nan_loss_fails_the_trial_with_its_reason(tmp_path, monkeypatch):
     from study.data.generate import make_corpus
     from study.runs import ray_exec
-    from study.training.session import Session
+    from study.training.session import Session, TrialDiverged
 
     data = make_corpus(tmp_path / "d", scale="tiny", seed=0, progress=False)
     monkeypatch.setattr(Session, "train_epoch", lambda s: {"epoch": 1, "train_loss": float("nan"),
@@ -92,7 +92,7 @@ def test_nan_loss_fails_the_trial_with_its_reason(tmp_path, monkeypatch):
     ctx = ray_exec.TrialContext(data_dir=str(data), model_preset="tiny",
                                 objectives=(("av", "macro_f1", "max"),))
     reports = []
-    with pytest.raises(ray_exec.TrialDiverged, match="train loss is nan at epoch 1"):
+    with pytest.raises(TrialDiverged, match="train loss is nan at epoch 1"):
         ray_exec.worker_loop({"fusion": "late", "max_epochs": 2}, ctx, report=reports.append,
                              get_checkpoint=lambda: None, make_checkpoint=lambda d: d)
     assert reports == []  # nothing reported for the diverged epoch

@@ -95,3 +95,12 @@ def test_bf16_autocast_path_trains(tiny_corpus):
     assert 0.0 <= rows[0]["macro_f1"] <= 1.0
     with pytest.raises(ValueError, match=r"precision: 'fp8' not one of \['auto', 'fp32', 'bf16'\]"):
         _cfg(tiny_corpus, precision="fp8")
+
+
+def test_train_command_refuses_a_diverged_epoch_as_a_ray_trial_does(tiny_corpus, monkeypatch):
+    # one epoch loop (Session.run_epoch) for `avstudy train` and the Ray worker: same refusal
+    from study.training.session import TrialDiverged
+    monkeypatch.setattr(Session, "train_epoch", lambda s: {"epoch": 1, "train_loss": float("inf"),
+                                                           "samples": 3, "unpaired_share": 0.0})
+    with pytest.raises(TrialDiverged, match="train loss is inf at epoch 1"):
+        fit(_cfg(tiny_corpus, max_epochs=2), tiny_corpus, log=lambda s: None)

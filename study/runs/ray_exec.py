@@ -184,23 +184,10 @@ def _session(flat: dict, ctx: TrialContext, fold: int, wrap_model):
 
 def _step(r: FoldRun) -> None:
     """One epoch of one fold: train, evaluate dev, keep the best epoch's rows."""
-    r.info = r.s.train_epoch()
-    _check_finite(r.info)
-    rows = r.s.evaluate("dev")
-    r.score = r.s.observe(rows)
+    r.info, rows, r.score = r.s.run_epoch()
     r.rows = _tag(rows, r)
     if r.s.best_epoch == r.s.epoch:
         r.best_rows = r.rows
-
-
-class TrialDiverged(FloatingPointError):
-    """A non-finite training loss: the trial fails with this reason (the searcher is told)."""
-
-
-def _check_finite(info: dict) -> None:
-    if not math.isfinite(info["train_loss"]):
-        raise TrialDiverged(f"train loss is {info['train_loss']} at epoch {info['epoch']} "
-                            "(diverged: lower lr or set grad_clip)")
 
 
 def _ckpt_dir(d, runs: list[FoldRun], r: FoldRun) -> Path:

@@ -7,6 +7,7 @@ best dev checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,10 @@ from study.training.metrics import categorical_metrics, dimensional_metrics
 from study.training.sanity import UNTRAINED, degenerate, nan_metrics, row_flag
 
 # ----------------------------------------------------------------------------- session
+
+
+class TrialDiverged(FloatingPointError):
+    """A non-finite training loss: the run fails with this reason (a Ray trial's searcher is told)."""
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -282,6 +287,16 @@ class Session:
         self.history.append({"epoch": self.epoch, "score": score})
         return score
 
+    def run_epoch(self) -> tuple[dict, list[dict], float]:
+        """The one epoch of every path (`avstudy train` and a Ray trial): train, refuse a
+        non-finite loss, evaluate on dev, observe the selection score (best epoch, early stop)."""
+        info = self.train_epoch()
+        if not math.isfinite(info["train_loss"]):
+            raise TrialDiverged(f"train loss is {info['train_loss']} at epoch {info['epoch']} "
+                                "(diverged: lower lr or set grad_clip)")
+        rows = self.evaluate("dev")
+        return info, rows, self.observe(rows)
+
     @property
     def should_stop(self) -> bool:
         return (self.epoch >= self.cfg.max_epochs
@@ -391,9 +406,7 @@ def fit(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = Non
     session = Session(cfg, data_dir, device=device)
     curves = []
     while not session.should_stop:
-        info = session.train_epoch()
-        rows = session.evaluate("dev")
-        score = session.observe(rows)
+        info, rows, score = session.run_epoch()
         curves.append({**info, **curve_metrics(rows, cfg)})
         log(_epoch_line(info, rows, score, cfg))
     session.restore_best()  # the best dev epoch; test is evaluated once, from it
