@@ -352,7 +352,7 @@ def test_help_describes_every_choice(capsys):
         for name, what in table.items():
             assert "".join(f"{name}: {what}".split()) in text
     assert "(default:wav2vec2)" in text and "(default:dlib)" in text and "--test-session" in text
-    from study.data.features.extract import AUDIO_BUILDERS, VIDEO_BUILDERS
+    from study.data.features.extractors import AUDIO_BUILDERS, VIDEO_BUILDERS
     assert set(AUDIO_BUILDERS) == set(choices.AUDIO) and set(VIDEO_BUILDERS) == set(choices.VIDEO)
 
 

@@ -1,6 +1,6 @@
 """The extractor and face-detector choices of `features extract`, with one line on each.
 
-Torch-free (the CLI's --help reads it); extract.py maps the same names to builders, and a test
+Torch-free (the CLI's --help reads it); extractors.py maps the same names to builders, and a test
 checks that both tables agree.
 """
 from __future__ import annotations
