@@ -1,4 +1,5 @@
-"""Data: the dataset directory format and reader (`dataset`), the synthetic corpora (`synth`),
+"""Data: the dataset directory format and reader (`dataset`; its
+dataset.json and manifest.parquet checks in `manifest`), the synthetic corpora (`synth`),
 the missing-modality protocol (`protocol`), raw-corpus adapters (`corpora`) and feature
 extraction (`features`).
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.data.corpora.common import CorpusError, CorpusOption, check_speaker_independent
+from study.data.manifest import DIMENSIONS
 
 NAME = "iemocap"
 PARTITION = "IEMOCAP: none (folds are sessions; pick the held-out one with --test-session)"
@@ -39,7 +40,6 @@ OPTIONS = (
                  default="categorical", type=str, choices=("categorical", "dimensional")),
 )
 CLASSES = ("neutral", "happy", "sad", "angry")
-DIMENSIONS = ("arousal", "valence", "dominance")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
 # every code of the release: exc(ited), fru(strated), fea(r), sur(prised), dis(gusted), oth(er),
 # xxx (no agreement); those outside CODES are kept for dimensional tasks, never silently dropped

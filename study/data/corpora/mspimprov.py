@@ -37,6 +37,7 @@ from study.data.corpora.common import (
     read_csv,
     speaker_split,
 )
+from study.data.manifest import DIMENSIONS
 
 NAME = "msp-improv"
 PARTITION = "MSP-IMPROV: VAVL's labels_consensus_N.csv (required: it holds the A/V/D labels)"
@@ -46,7 +47,6 @@ OPTIONS = (
                  "emotion of the file name as a 4-class label (not a perceptual label)",
                  default=False, flag_value=True),
 )
-DIMENSIONS = ("arousal", "valence", "dominance")
 COLUMNS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
 TARGETS = {"A": "angry", "H": "happy", "S": "sad", "N": "neutral"}
 CLASSES = ("neutral", "happy", "sad", "angry")
