@@ -193,10 +193,21 @@ def overview_body(rep: Report) -> str:
     spec = rep.files.spec_text
     if spec is None and m.get("spec"):
         spec = json.dumps(m["spec"], indent=2, default=str)
-    body = kv_table(items) + (f"<ul>{problems}</ul>" if problems else "")
+    body = kv_table(items) + (f"<ul>{problems}</ul>" if problems else "") + _searched_block(m)
     if spec:
         return body + f"<details open><summary>spec as run</summary><pre>{esc(spec)}</pre></details>"
     return body + _note("No spec recorded.")
+
+
+def _searched_block(meta: dict) -> str:
+    """study.json `searched`: each parameter the study searched, its range and where it came from."""
+    params = meta.get("searched")
+    if not isinstance(params, dict) or not params:
+        return ""
+    rows = [{"parameter": p, "range or choices": d.get("text", ""), "from": d.get("space", "")}
+            for p, d in params.items() if isinstance(d, dict)]
+    return ("<details open><summary>searched parameters (study.json)</summary>"
+            + table(pd.DataFrame(rows), sortable=False) + "</details>")
 
 
 def _selection_items(rep: Report) -> dict:

@@ -81,3 +81,27 @@ def test_a_new_strategy_brings_its_own_keys(monkeypatch):
     assert config_from_flat(cfg.to_flat(), preset="tiny") == cfg
     with pytest.raises(SpecError, match=r"fixed.sum_width: must be >= 1"):
         spec_from_dict({**BASE, "fixed": {"sum_width": 0}})
+
+
+def test_what_a_study_searched_is_recorded_and_shown(tmp_path):
+    """study.json `searched`: the spaces' ranges with the spec's `search:` in their place, the
+    spec's own keys, never a fixed key; the report's overview lists them."""
+    from reports.sections import _searched_block
+    from study.runs.results import write_study_json
+
+    spec = spec_from_dict({**BASE, "fixed": {"batch_size": 16},
+                           "search": {"lr": {"float": [1e-5, 2e-5], "log": True},
+                                      "dropout": {"choices": [0.0, 0.2]}}})
+    doc = write_study_json(tmp_path, spec, "running")
+    got = doc["searched"]
+    assert set(got) == {"lr", "weight_decay", "dropout"}  # batch_size is fixed: never searched
+    assert got["lr"] == {"kind": "float", "low": 1e-5, "high": 2e-5, "log": True, "step": None,
+                              "note": "range from the spec's search:", "space": "optimisation_tiny",
+                              "text": "float [1e-05, 2e-05] (log)"}
+    assert (got["weight_decay"]["low"], got["weight_decay"]["high"]) == (1e-6, 1e-2)  # the space's own
+    assert got["dropout"]["choices"] == [0.0, 0.2] and got["dropout"]["space"] == "search:"
+    import json
+    assert json.loads((tmp_path / "study.json").read_text())["searched"] == got
+    html = _searched_block({"searched": got})
+    assert html.count("<tr>") == 4 and "float [1e-05, 2e-05] (log)" in html and "search:" in html
+    assert _searched_block({}) == ""  # a study written before the field: nothing shown

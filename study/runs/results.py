@@ -275,6 +275,12 @@ def _overrides(study_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _searched(spec: StudySpec) -> dict:
+    from study.runs.spaces_info import searched
+
+    return json.loads(json.dumps(searched(spec), default=str))  # choices as JSON can hold them
+
+
 def write_study_json(study_dir: Path, spec: StudySpec, status: str,
                      started_at: str | None = None) -> dict:
     path = Path(study_dir) / "study.json"
@@ -293,6 +299,7 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
                       "selected_on_test": _selected_on_test(spec)},
         "folds": folds_note(spec),
         "overrides": _overrides(study_dir),  # `sweep --set KEY=VALUE`, already applied to `spec`
+        "searched": _searched(spec),  # every searched parameter with its range (`avstudy spaces SPEC`)
         **_dataset_labels(spec),
     }
     atomic_write_json(path, doc, indent=1)

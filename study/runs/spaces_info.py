@@ -99,21 +99,39 @@ def spaces_text(names: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
+SPEC_SEARCH = "search:"  # the `space` of a parameter the spec's `search:` block adds
+
+
+def searched(spec: StudySpec) -> dict[str, dict]:
+    """What a study searches, as study.json records it: {parameter: its description (kind,
+    range or choices, `when`), `text` (as `avstudy spaces` prints it) and `space` (the named
+    space, or "search:" for a key only the spec's block adds)}; the spec's `search:` ranges
+    replace a space's own, fixed keys are never searched."""
+    from search_spaces import SPACES, suggest_range
+
+    out: dict[str, dict] = {}
+    for name in spec.spaces:
+        for p, d in introspect(SPACES[name]).items():
+            if p not in spec.fixed and p not in out:
+                out[p] = {**_override(p, d, spec), "space": name}
+    for k, rng in spec.search.items():
+        if k not in out:
+            out[k] = {**_described(k, rng, suggest_range), "space": SPEC_SEARCH}
+    return {p: {**d, "text": describe_param(d)} for p, d in out.items()}
+
+
 def spec_spaces_text(spec: StudySpec) -> str:
     """What a study searches: each named space with the spec's `search:` ranges in place of the
     space's own, the spec's own keys, and the fixed keys (never suggested)."""
-    from search_spaces import SPACES, suggest_range
-
+    params = searched(spec)
     out = [f"study {spec.name}: spaces {list(spec.spaces) or '[]'}"]
     for name in spec.spaces:
-        params = introspect(SPACES[name])
         out.append(f"{name}:")
-        out += _param_lines({p: _override(p, d, spec) for p, d in params.items() if p not in spec.fixed})
-    own = {k: rng for k, rng in spec.search.items()
-           if not any(k in introspect(SPACES[n]) for n in spec.spaces)}
+        out += _param_lines({p: d for p, d in params.items() if d["space"] == name})
+    own = {p: d for p, d in params.items() if d["space"] == SPEC_SEARCH}
     if own:
         out.append("search (the spec's own keys):")
-        out += _param_lines({k: _described(k, rng, suggest_range) for k, rng in own.items()})
+        out += _param_lines(own)
     if spec.fixed:
         out.append("fixed: " + ", ".join(f"{k}={v!r}" for k, v in sorted(spec.fixed.items())))
     return "\n".join(out)
@@ -135,5 +153,5 @@ def _described(name: str, rng, suggest_range) -> dict:
 
 def _param_lines(params: Mapping[str, dict]) -> list[str]:
     width = max((len(p) for p in params), default=0)
-    return [f"  {p.ljust(width)}  {describe_param(d)}" + (f"   ({d['note']})" if d.get("note") else "")
-            for p, d in params.items()]
+    return [f"  {p.ljust(width)}  {d.get('text') or describe_param(d)}"
+            + (f"   ({d['note']})" if d.get("note") else "") for p, d in params.items()]
