@@ -173,7 +173,7 @@ def _run_train(args) -> int:
         cfg = config_from_flat(load_flat_config(args.config, args.set), data_dir=args.data)
     except ValueError as exc:  # a key or value of --config/--set
         raise UsageError(str(exc)) from None
-    from study.training.session import fit, summary_table
+    from study.training.fit import fit, summary_table
 
     print(f"training {cfg.preset} preset, fusion={cfg.model.fusion}, task={cfg.task}, "
           f"schedule={cfg.train_schedule}, train_missing_rate={cfg.protocol.train_missing_rate}")

@@ -19,7 +19,8 @@ import torch
 from study.data import normalize as N
 from study.data.dataset import open_dataset, write_dataset
 from study.training.config import config_from_flat
-from study.training.session import Session, fit
+from study.training.fit import fit
+from study.training.session import Session
 
 CLASSES = ["a", "b", "c"]
 A_DIM, V_DIM = 8, 12

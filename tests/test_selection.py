@@ -18,7 +18,8 @@ from study.runs.selection import pareto_ranks, search_seed, search_seeds, select
 from study.runs.spec import SpecError, spec_from_dict
 from study.runs.stages import base_flat, rerun_jobs, select_top_k
 from study.training.config import config_from_flat
-from study.training.session import Session, fit
+from study.training.fit import fit
+from study.training.session import Session
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEV_SCORES = [0.30, 0.60, 0.40, 0.50]  # scripted dev av macro-F1 per epoch: argmax is epoch 2

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from study.training.config import config_from_flat
-from study.training.session import Session, bucketed_batches, fit
+from study.training.fit import fit
+from study.training.session import Session, bucketed_batches
 
 
 def _cfg(tiny_corpus, **kw):

@@ -213,7 +213,7 @@ def _mean(values) -> float:
 
 
 def _epoch_report(runs: list[FoldRun], ctx: TrialContext) -> dict:
-    from study.training.session import curve_metrics
+    from study.training.fit import curve_metrics
 
     ran = [r for r in runs if r.info is not None]
     curves = [curve_metrics(r.rows, r.s.cfg) for r in ran]
