@@ -29,6 +29,7 @@ from reports.tables import (
     with_data_dimensions,
     with_families,
 )
+from study import pareto
 
 SINGLE = ("audio_only", "video_only")
 
@@ -185,18 +186,6 @@ def robustness_curves(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- pareto and history
 
-def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mask of points not dominated (both maximised): no other point >= on both and > on one."""
-    order = np.lexsort((-y, -x))  # by x desc, then y desc
-    front = np.zeros(len(x), dtype=bool)
-    best_y = -np.inf
-    for i in order:
-        if y[i] > best_y:
-            front[i] = True
-            best_y = y[i]
-    return front
-
-
 def pareto_data(results: pd.DataFrame, ctx: Context, stage: str = "search", split: str = "dev") -> pd.DataFrame:
     rows = _stage_rows(results, stage, split)
     wide = rows.pivot_table(index="trial_id", columns="condition", values=ctx.metric, aggfunc="mean")
@@ -206,7 +195,7 @@ def pareto_data(results: pd.DataFrame, ctx: Context, stage: str = "search", spli
     df = pd.DataFrame({"av": wide["av"], "worst_single": sign * (sign * wide[list(SINGLE)]).min(axis=1)}).dropna()
     tr = trials(rows).set_index("trial_id")[["fusion", "wall_time_s"]]
     df = df.join(tr).reset_index()
-    df["on_front"] = pareto_front(sign * df["av"].to_numpy(), sign * df["worst_single"].to_numpy())
+    df["on_front"] = pareto.on_front(np.column_stack([sign * df["av"], sign * df["worst_single"]]))
     return df
 
 

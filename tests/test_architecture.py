@@ -1,7 +1,7 @@
 """The package layout's rules, checked on the source: no import circle, layers only import
 downwards, `model/` never imports Ray, `reports/` never imports torch or `model`, `model/` and
-`reports/` import of `study` only its leaves (vocabulary, key rules, atomic writes), which import
-nothing of the project, and the modules that validate or describe a study load without torch."""
+`reports/` import of `study` only its leaves (vocabulary, key rules, atomic writes, Pareto
+fronts), which import nothing of the project, and the modules that validate or describe a study load without torch."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("model", "study", "search_spaces", "reports")
 # study's layers, lowest first: a layer imports only from layers at or below it
-LEAVES = ("study.vocab", "study.keys", "study.fsio")  # shared by study, model and reports
+LEAVES = ("study.vocab", "study.keys", "study.fsio", "study.pareto")  # shared by study, model and reports
 LAYERS = (LEAVES, "study.provenance", "study.data", "study.training", "study.runs", "study.cli")
 
 
@@ -131,7 +131,7 @@ def test_leaves_import_nothing_of_the_project():
 
 
 TORCH_FREE = ("model.config", "model.registry", "study.training.config", "study.runs.spec", "study.vocab",
-              "study.keys", "study.fsio", "study.runs.spaces_info", "study.runs.export",
+              "study.keys", "study.fsio", "study.pareto", "study.runs.spaces_info", "study.runs.export",
               "study.runs.status", "study.runs.results", "search_spaces", "reports.build")
 
 

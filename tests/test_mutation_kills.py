@@ -1,5 +1,5 @@
 """Tests written against mutation-testing survivors (scripts/mutation.sh, docs/testing.md):
-selection's Pareto ranks, checkpoint fallback and the `selection` note of study.json, each with
+selection's checkpoint fallback and the `selection` note of study.json, each with
 values worked out by hand."""
 
 from __future__ import annotations
@@ -8,22 +8,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from study.runs.selection import checkpoint_selection, pareto_ranks, selection_note
+from study.runs.selection import checkpoint_selection, selection_note
 
 NAN = float("nan")
-
-
-def test_pareto_ranks_by_hand():
-    # a=(3,1) b=(1,3) front; c=(2,1) dominated by a only; d=(1,1) dominated by a, c;
-    # e=(3,1) ties a (not dominated: equal is not better); f=(nan, 5) -> (-inf, 5): front (best on 2)
-    v = np.array([[3, 1], [1, 3], [2, 1], [1, 1], [3, 1], [NAN, 5]], float)
-    assert pareto_ranks(v).tolist() == [0, 0, 1, 2, 0, 0]
-    # a chain of four: ranks 0..3 (the rank counter must step by one each front)
-    chain = np.array([[4, 4], [3, 3], [2, 2], [1, 1]], float)
-    assert pareto_ranks(chain).tolist() == [0, 1, 2, 3]
-    # one objective: equal values share a rank
-    assert pareto_ranks(np.array([[1.0], [2.0], [2.0], [NAN]])).tolist() == [1, 0, 0, 2]
-    assert pareto_ranks(np.array([[2.0, 1.0], [1.0, 2.0], [1.0, 1.0]])).tolist() == [0, 0, 1]
 
 
 def _spec(*objectives, top_k=3, seeds=(0, 1), primary="macro_f1"):

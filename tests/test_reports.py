@@ -99,11 +99,6 @@ def test_selection_split_skips_rerun_missing_cells():
 
 # ---------------------------------------------------------------- gather
 
-def test_pareto_front_mask():
-    x = np.array([0.9, 0.8, 0.7, 0.6, 0.9, 0.5])
-    y = np.array([0.1, 0.5, 0.5, 0.6, 0.1, 0.2])
-    # (0.9,0.1) kept once (tie: first after sort), (0.8,0.5), (0.6,0.6); (0.7,0.5), (0.5,0.2) dominated
-    assert gather.pareto_front(x, y).tolist() == [True, True, False, True, False, False]
 
 
 def test_pareto_data_uses_worst_single_modality():

@@ -7,15 +7,9 @@ import optuna
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from study.runs.schedulers import MOASHA, crowding_distance, nondominated_fronts, pareto_priority
+from study.runs.schedulers import MOASHA, crowding_distance, pareto_priority
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
-
-
-def test_nondominated_fronts_by_hand():
-    pts = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.0, 0.0], [1.0, 1.0]])
-    fronts = [sorted(f.tolist()) for f in nondominated_fronts(pts)]
-    assert fronts == [[0, 1, 2, 5], [3], [4]]
 
 
 def test_crowding_distance_by_hand():

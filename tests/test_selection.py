@@ -14,7 +14,8 @@ from test_normalize import _scaled_corpus
 
 from search_spaces import SPACES, DataConditionError, combine
 from study.data.protocol import epoch_dropout
-from study.runs.selection import pareto_ranks, search_seed, search_seeds, selection_note
+from study.pareto import ranks as pareto_ranks
+from study.runs.selection import search_seed, search_seeds, selection_note
 from study.runs.spec import SpecError, spec_from_dict
 from study.runs.stages import base_flat, rerun_jobs, select_top_k
 from study.training.config import config_from_flat

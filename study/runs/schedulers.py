@@ -23,23 +23,9 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from study import pareto
+
 # ----------------------------------------------------------------------------- ranking
-
-
-def nondominated_fronts(points: np.ndarray) -> list[np.ndarray]:
-    """Indices of points (N, M), larger is better in every column, by Pareto front (best first)."""
-    n = len(points)
-    ge = (points[:, None, :] >= points[None, :, :]).all(-1)  # (N, N): i at least as good as j
-    gt = (points[:, None, :] > points[None, :, :]).any(-1)
-    dominates = ge & gt  # (N, N): i dominates j
-    dominated_by = dominates.sum(0)  # (N,)
-    fronts, remaining = [], np.ones(n, bool)
-    while remaining.any():
-        front = np.flatnonzero(remaining & (dominated_by == 0))
-        fronts.append(front)
-        remaining[front] = False
-        dominated_by = dominated_by - dominates[front].sum(0)
-    return fronts
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:
@@ -61,7 +47,7 @@ def pareto_priority(points: np.ndarray) -> np.ndarray:
     """(N,) priorities of points (N, M), larger is better: minus the front index, plus a bonus in
     [0, 0.5] that grows with the crowding distance within the front (inf -> 0.5)."""
     prio = np.zeros(len(points))
-    for k, front in enumerate(nondominated_fronts(points)):
+    for k, front in enumerate(pareto.fronts(points)):
         crowd = crowding_distance(points[front])
         finite = np.where(np.isinf(crowd), 0.0, crowd)
         bonus = np.where(np.isinf(crowd), 0.5, 0.5 * finite / (1.0 + finite))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from study import pareto
 from study.training.config import SELECT_CONDITIONS, SELECT_METRICS
 
 
@@ -39,23 +40,6 @@ def search_seeds(spec) -> list[int]:
     return [search_seed(spec) + i for i in range(n)]
 
 
-def pareto_ranks(values: np.ndarray) -> np.ndarray:
-    """(N, M) objective values, larger is better, NaN worst -> (N,) Pareto rank (0 = front)."""
-    v = np.where(np.isnan(values), -np.inf, values)
-    ranks = np.full(len(v), -1)
-    left = np.arange(len(v))
-    rank = 0
-    while len(left):
-        sub = v[left]
-        ge = (sub[None, :, :] >= sub[:, None, :]).all(-1)   # ge[i, j]: j at least as good as i
-        gt = (sub[None, :, :] > sub[:, None, :]).any(-1)
-        dominated = (ge & gt).any(1)
-        ranks[left[~dominated]] = rank
-        left = left[dominated]
-        rank += 1
-    return ranks
-
-
 def order_top(values: np.ndarray, ties: Sequence[str]) -> list[int]:
     """Indices sorted by (Pareto rank, first objective descending, tie key); rows whose first
     objective is NaN are left out. `values` (N, M) are signed so that larger is better; `ties`
@@ -63,7 +47,7 @@ def order_top(values: np.ndarray, ties: Sequence[str]) -> list[int]:
     keep = [i for i in range(len(ties)) if not np.isnan(values[i, 0])]
     if not keep:
         return []
-    ranks = pareto_ranks(values[keep])
+    ranks = pareto.ranks(values[keep])
     order = sorted(range(len(keep)), key=lambda j: (ranks[j], -values[keep[j], 0], ties[keep[j]]))
     return [keep[j] for j in order]
 
