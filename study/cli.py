@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -91,37 +90,13 @@ def _run_data(args) -> int:
         print(f"wrote {out} (features read from {args.dataset}): "
               f"{describe(open_dataset(out, check_values=False))}")
     elif args.data_cmd == "synth":
-        out = synth_to(args.out, args.preset, args.scale, args.seed, args.overwrite)
+        from study.data.generate import ensure_corpus
+        out = ensure_corpus(args.out, args.preset, args.scale, args.seed, progress=True,
+                            if_exists="replace" if args.overwrite else "error")
         print(f"wrote {out}: {describe(open_dataset(out, check_values=False))}")
     else:
         print(describe(open_dataset(args.dir)))
     return 0
-
-
-def synth_to(out: Path, preset: str, scale: str, seed: int, overwrite: bool) -> Path:
-    """Generate into a temporary sibling directory and rename it into place: an existing dataset
-    is never truncated (a sweep may be memory-mapping it) and is replaced only with `overwrite`."""
-    from study.data.generate import make_corpus
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it, or "
-                              "choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        make_corpus(tmp, preset=preset, scale=scale, seed=seed)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "dataset") if out.is_dir() else os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)  # open memory maps keep their (unlinked) files
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
 
 
 # ----------------------------------------------------------------------------- train

@@ -3,6 +3,7 @@ the known-answer presets (docs/synthetic.md)."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,48 @@ def test_unknown_preset_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="known-answer"):
         make_corpus(tmp_path / "x", preset="cremad", scale="tiny", progress=False)
     assert preset_names() == ["crema-d", "known-answer", "known-interaction"]
+
+
+def _ensure(out: str, answer: str) -> None:  # a child process: what it got, through a file
+    from study.data.generate import ensure_corpus
+    Path(answer).write_text(str(ensure_corpus(out, scale="tiny", seed=5)))
+
+
+def test_ensure_corpus_one_complete_corpus_for_concurrent_callers(tmp_path):
+    import multiprocessing as mp
+    out = tmp_path / "d"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ensure, args=(str(out), str(tmp_path / f"a{i}"))) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert {(tmp_path / f"a{i}").read_text() for i in range(2)} == {str(out)}
+    ref = make_corpus(tmp_path / "ref", scale="tiny", seed=5, progress=False)
+    assert (out / "audio.arrow").read_bytes() == (ref / "audio.arrow").read_bytes()
+    # generated beside `out` and renamed into place: no temporary directory is left behind
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_ensure_corpus_reuses_refuses_and_replaces(tmp_path):
+    from study.data.generate import ensure_corpus
+    out = ensure_corpus(tmp_path / "d", scale="tiny", seed=5)
+    stamp = (out / "dataset.json").stat().st_mtime_ns
+    assert ensure_corpus(out, scale="tiny", seed=5) == out  # reused, not regenerated
+    assert (out / "dataset.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match=str(out)):  # `data synth` without --overwrite
+        ensure_corpus(out, scale="tiny", seed=6, if_exists="error")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="mine"):  # a foreign directory is never written into
+        ensure_corpus(foreign, scale="tiny")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    replaced = ensure_corpus(out, scale="tiny", seed=6, if_exists="replace")
+    assert open_dataset(replaced).meta["provenance"]["seed"] == 6
+    with pytest.raises(ValueError, match="if_exists"):
+        ensure_corpus(out, if_exists="overwrite")
 
 
 def test_class_balance_follows_crema_d(small):

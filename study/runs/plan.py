@@ -138,12 +138,12 @@ def probe_epoch_s(flat: dict, spec: StudySpec, data_dir: str, device: str | None
 
 def make_data(spec: StudySpec) -> str:
     """Generate the synthetic corpus where the sweep would (so the probe has data)."""
-    from study.data.generate import make_corpus
+    from study.data.generate import ensure_corpus
 
     data_dir, synth = data_location(spec)
-    if not (Path(data_dir) / "dataset.json").exists() and synth is not None:
+    if synth is not None:
         preset, scale, seed = synth
-        make_corpus(data_dir, preset=preset, scale=scale, seed=seed, progress=False)
+        ensure_corpus(data_dir, preset=preset, scale=scale, seed=seed)
     return data_dir
 
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -76,19 +75,13 @@ class TrialContext:
 
 
 def ensure_data(ctx: TrialContext) -> str:
-    """The dataset directory; a synthetic corpus is generated once per node (file lock)."""
-    root = Path(ctx.data_dir)
-    if (root / "dataset.json").exists() or ctx.synth is None:
-        return str(root)
-    from study.data.generate import make_corpus
+    """The dataset directory; a synthetic corpus is generated once per node (study.data.generate)."""
+    if ctx.synth is None:
+        return str(ctx.data_dir)
+    from study.data.generate import ensure_corpus
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(root) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "dataset.json").exists():
-            preset, scale, seed = ctx.synth
-            make_corpus(root, preset=preset, scale=scale, seed=seed, progress=False)
-    return str(root)
+    preset, scale, seed = ctx.synth
+    return str(ensure_corpus(ctx.data_dir, preset=preset, scale=scale, seed=seed))
 
 
 def fold_data_dir(ctx: TrialContext, fold: int) -> str:

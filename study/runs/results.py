@@ -120,10 +120,10 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
     base.update(normalize=bool(rec.last.get("normalize", flat.get("normalize", True))),
                 unpaired_share=_unpaired_share(rec))
     payload = rec.last.get(rows_key)
-    if rec.error is not None or not payload:
+    metrics = json.loads(payload) if rec.error is None and payload else []
+    if not metrics:  # failed, or no evaluated epoch to report: the trial still has its row
         return [{**base, "degenerate": None, "split": None, "condition": None,
                  "test_missing_rate": None}]
-    metrics = json.loads(payload)
     base["degenerate"] = degenerate(metrics)
     return [{**base, "split": split, **_metric_row(m)} for m in metrics]
 
