@@ -46,3 +46,8 @@ def test_dominates_matrix_and_shape_check():
     assert d.tolist() == [[False, True, False], [False, False, False], [False, True, False]]
     with pytest.raises(ValueError, match=r"\(N, M\)"):
         pareto.ranks(np.array([1.0, 2.0]))
+
+
+def test_ranks_are_integers_and_integer_points_work():
+    r = pareto.ranks(np.array([[1, 2], [0, 0]]))  # ints in, NaN handling needs floats inside
+    assert r.dtype.kind == "i" and r.tolist() == [0, 1]

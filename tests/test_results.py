@@ -257,3 +257,98 @@ def test_folds_note_made_and_listed(tmp_path, monkeypatch):
     assert R.folds_note(spec_from_dict(BASE)) is None
     first = spec_from_dict({**BASE, "dataset": {"synth": {"scale": "tiny"}, "folds": {"by": "speaker", "k": 2}}})
     assert R.folds_note(first)["search"] == "first" and "the first fold's dev" in R.folds_note(first)["text"]
+
+
+# ----------------------------------------------------------------------------- mutation survivors
+
+
+def test_record_from_tune_keeps_reported_curves():
+    curves = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.8]})
+    rec = R.record_from_tune(SimpleNamespace(trial_id="a", config={}, status="TERMINATED"),
+                             SimpleNamespace(error=None, metrics={}, metrics_dataframe=curves))
+    assert rec.curves is curves
+
+
+def test_timestamps_without_a_duration_start_at_the_end():
+    assert R._timestamps({"timestamp": 60.0}) == ("1970-01-01T00:01:00+00:00",) * 2
+    assert R._timestamps({}) == (None, None)
+
+
+def test_trial_rows_defaults_and_exact_fields(spec):
+    rec = _record(normalize=False)  # not reported: the trial config's own switch
+    rec.last.pop("normalize", None)
+    row = R.trial_rows(rec, spec=spec, stage="search", trial_id="T", parent_trial_id=None, searched=[])[0]
+    assert row["split"] == "dev" and row["normalize"] is False
+    # the configuration as a canonical string (sorted keys): equal configurations compare equal
+    assert row["config"] == ('{"fusion": "vavl", "lr": 0.002, "normalize": false, "seed": 3, '
+                             '"train_missing_rate": 0.25}')
+    failed = _rows(_record(error="x"), spec)[0]
+    assert "test_missing_rate" in failed and failed["test_missing_rate"] is None
+    curves = pd.DataFrame({"unpaired_share": [0.2, 0.4]})  # no epoch column: every report counts
+    assert _rows(_record(curves=curves), spec)[0]["unpaired_share"] == pytest.approx(0.3)
+
+
+def test_rows_of_a_study_that_selects_on_test(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path))
+    on_test = spec_from_dict({**BASE, "dataset": {"synth": {"scale": "tiny"},
+                                                  "folds": {"by": "speaker", "k": 3, "dev": "test"}}})
+    assert _rows(_record(), on_test)[0]["selected_on_test"] is True
+
+
+def test_curve_rows_name_their_trial_and_keep_the_realised_share():
+    c = pd.DataFrame({"epoch": [1], "unpaired_share": [0.25], "time_total_s": [1.0]})
+    out = R.curve_rows(_record(curves=c), study="S", stage="search", trial_id="T9")
+    assert out.to_dict("records") == [{"study": "S", "trial_id": "T9", "stage": "search", "time_s": 1.0,
+                                       "epoch": 1, "unpaired_share": 0.25}]
+
+
+def test_parts_under_a_study_dir_that_does_not_exist_yet(tmp_path):
+    study = tmp_path / "new" / "study"
+    R.write_part(study, "a", _part_rows("T1", 0.5), [pd.DataFrame({"epoch": [1]}), pd.DataFrame({"epoch": [2]})])
+    merged = R.read_parts(study, "curves")
+    assert merged["epoch"].tolist() == [1, 2] and merged.index.tolist() == [0, 1]
+    R.write_part(study, "b", _part_rows("T2", 0.5), [])
+    assert R.read_parts(study, "results").index.tolist() == [0, 1]  # one index over the parts
+
+
+def test_curves_are_guarded_and_written_too(tmp_path):
+    R.write_part(tmp_path, "a", _part_rows("T1", 0.5), [pd.DataFrame({"epoch": [1, 2, 3]})])
+    R.write_results(tmp_path)
+    assert pd.read_parquet(tmp_path / "curves.parquet")["epoch"].tolist() == [1, 2, 3]
+    R.write_results(tmp_path)  # as many rows as before: rewritten, not refused
+    R.write_part(tmp_path, "a", _part_rows("T1", 0.5), [pd.DataFrame({"epoch": [1]})])
+    with pytest.raises(R.PartsMissing, match="curves.parquet has 3 rows"):
+        R.write_results(tmp_path)
+    (tmp_path / "results.parquet").unlink()  # no results file: curves are still checked
+    with pytest.raises(R.PartsMissing, match="curves.parquet"):
+        R.write_results(tmp_path)
+    (tmp_path / "results.parquet").write_bytes(b"garbage")  # unreadable results: curves still checked
+    with pytest.raises(R.PartsMissing, match="curves.parquet"):
+        R.write_results(tmp_path)
+
+
+def test_dataset_labels_default_to_empty_lists(tmp_path):
+    (tmp_path / "dataset.json").write_text('{"dimensions": ["valence"]}')
+    own = spec_from_dict({**BASE, "dataset": {"path": str(tmp_path)}})
+    assert R._dataset_labels(own) == {"classes": [], "dimensions": ["valence"]}
+
+
+def test_folds_note_texts_and_listed_folds(tmp_path, monkeypatch):
+    from study.data.folds import FoldsSpec
+
+    monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path))
+    first = spec_from_dict({**BASE, "dataset": {"synth": {"scale": "tiny"}, "folds": {"by": "speaker", "k": 2}}})
+    assert R.folds_note(first)["text"] == (f"{first.dataset.folds.describe()}; search on the first fold's dev; "
+                                           "rerun and final: each selected configuration x seed x fold")
+    listed = SimpleNamespace(dataset=SimpleNamespace(folds=FoldsSpec(entries=("a.csv", "b.csv"))),
+                             search_folds="mean")
+    note = R.folds_note(listed)
+    assert (note["k"], note["by"], note["seed"], note["dev"], note["entries"]) == (2, None, None, "listed",
+                                                                                   ["a.csv", "b.csv"])
+
+
+def test_study_json_times_are_utc_and_it_names_the_versions(spec, tmp_path):
+    doc = R.write_study_json(tmp_path, spec, "finished")
+    assert doc["started_at"].endswith("+00:00") and doc["finished_at"].endswith("+00:00")
+    assert doc["versions"]["python"] and "pandas" in doc["versions"]
+    assert "git_sha" in doc
