@@ -32,6 +32,7 @@ def paper_session(preset: str = "paper") -> Session:
         p.grad = torch.zeros_like(p)
     s.opt.step()  # exp_avg / exp_avg_sq exist from the first step on
     s.epoch, s.best_epoch, s.best_score, s.history = 2, 2, 0.5, [{"epoch": 1}, {"epoch": 2}]
+    s.grad_history = [(1.0, 1.0), (1.0, 1.0)]  # per epoch (G_audio, G_video), as log_grad_norms keeps
     s.best_model = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
     return s
 

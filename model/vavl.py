@@ -256,6 +256,15 @@ class AVModel(nn.Module):
         """What the fusion_only pass trains."""
         return list(self.fusion.parameters())
 
+    def modality_parameters(self, modality: str) -> list[nn.Parameter]:
+        """The parameters only `modality` reaches: its encoder, pooling, prediction head and
+        reconstruction head (the shared layers and the fusion module belong to neither). MissBench's
+        MLI compares the gradient norms of these sets; OGM-GE modulates the encoder's."""
+        parts = [self.encoders[modality], self.pool[modality], self.heads[modality]]
+        if self.recon is not None:
+            parts.append(self.recon[modality])
+        return [p for part in parts for p in part.parameters() if p.requires_grad]
+
 
 def _unimodal_head(cfg: ModelConfig, d_out: int) -> MLPHead:
     return MLPHead(cfg.d_model, cfg.d_model, cfg.head_hidden, d_out, cfg.head_dropout,

@@ -56,6 +56,28 @@ def _data_label(key, dims) -> str:
     return " · ".join(f"{n}={v:g}" if isinstance(v, (int, float)) else f"{n}={_t(v)}" for n, v in zip(names, vals))
 
 
+def grid_heatmaps(data: dict[str, pd.DataFrame], metric: str):
+    """One panel per fusion strategy: `metric` over the per-modality test grid (rows = share of
+    test utterances without audio, columns = without video); blank cells: p_a + p_v > 1."""
+    go = _go()
+    names = list(data)
+    fig = _subplots(rows=1, cols=len(names), subplot_titles=[_t(n) for n in names])
+    vals = np.concatenate([d.to_numpy().ravel() for d in data.values()])
+    zmin, zmax = float(np.nanmin(vals)), float(np.nanmax(vals))
+    for i, (name, d) in enumerate(data.items(), start=1):
+        z = d.to_numpy()
+        text = [[("" if math.isnan(v) else f"{v:.3f}") for v in row] for row in z]
+        fig.add_trace(go.Heatmap(z=z, x=[f"{v:g}" for v in d.columns], y=[f"{v:g}" for v in d.index],
+                                 text=text, texttemplate="%{text}", zmin=zmin, zmax=zmax,
+                                 colorscale="Viridis", showscale=i == 1, colorbar=dict(title=_t(metric)),
+                                 hovertemplate="audio missing %{y}, video missing %{x}: %{z:.4f}"
+                                               "<extra>" + _t(name) + "</extra>"), row=1, col=i)
+        fig.update_xaxes(title_text="video missing (test)", row=1, col=i)
+        fig.update_yaxes(title_text="audio missing (test)" if i == 1 else None, row=1, col=i)
+    return _layout(fig, f"{metric} over per-modality test missing rates", height=380,
+                   margin=dict(l=80, r=30, t=70, b=60))
+
+
 def heatmaps(data: dict[str, pd.DataFrame], metric: str, realised: dict | None = None,
              dims=("train_missing_rate",)):
     """One heatmap per fusion strategy: rows = data condition (r), columns = test condition."""

@@ -29,7 +29,7 @@ from reports.tables import (
     with_data_dimensions,
     with_families,
 )
-from study import pareto
+from study import pareto, vocab
 
 SINGLE = ("audio_only", "video_only")
 
@@ -175,13 +175,73 @@ def realised_share(rows: pd.DataFrame, dims: tuple[str, ...] = ("train_missing_r
 def robustness_curves(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (fusion, family, level): mean and 95% t-interval of `metric` over the rows' trials."""
     r = with_families(rows)
-    r = r[r["level"].notna() & r["family"].notna()]
+    r = r[r["level"].notna() & r["family"].notna() & (r["family"] != vocab.GRID)]  # the grid: a heatmap
     out = []
     for (fusion, fam, lv), g in r.groupby(["fusion", "family", "level"], sort=True):
         m, lo, hi = t_interval(g[metric].to_numpy())
         out.append({"fusion": fusion, "family": fam, "level": float(lv), "mean": m, "lo": lo, "hi": hi,
                     "n": len(g)})
     return pd.DataFrame(out, columns=["fusion", "family", "level", "mean", "lo", "hi", "n"])
+
+
+# ---------------------------------------------------------------- modality imbalance
+
+def grid_data(rows: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """fusion -> (audio missing rate x video missing rate) mean of `metric` over the rows' trials
+    on the per-modality test grid (miss_a<p_a>_v<p_v>); empty when the grid was not evaluated."""
+    out = {}
+    parsed = rows["condition"].map(_grid_levels)
+    g = rows.assign(p_audio=parsed.map(lambda x: x[0]), p_video=parsed.map(lambda x: x[1]))
+    g = g[g["p_audio"].notna()]
+    for fusion, d in g.groupby("fusion", sort=True):
+        out[str(fusion)] = d.pivot_table(index="p_audio", columns="p_video", values=metric,
+                                         aggfunc="mean").sort_index().sort_index(axis=1)
+    return out
+
+
+def _grid_levels(name) -> tuple[float | None, float | None]:
+    try:
+        c = vocab.parse_condition(name) if isinstance(name, str) else None
+    except ValueError:
+        return None, None
+    return (c.level, c.level_video) if c is not None and c.family == vocab.GRID else (None, None)
+
+
+def imbalance_table(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per fusion strategy: MEI of `metric` and MLI (mean and 95% t-interval over the rows'
+    trials), and MuteBench's protection check: the mean drop from av on the miss family at test
+    levels up to the realised training unpaired share (`within`) and above it (`beyond`)."""
+    cols = ["fusion", "n", "mei", "mei_lo", "mei_hi", "mli", "mli_lo", "mli_hi", "mli_signed",
+            "trained_unpaired", "drop_within", "drop_beyond"]
+    out = []
+    for fusion, g in rows.groupby("fusion", sort=True):
+        by = {c: d for c, d in g.groupby("condition")}
+        mei_v = by["mei"][metric].to_numpy(float) if "mei" in by and metric in by["mei"] else np.array([])
+        mli_v = by["mli"]["mli"].to_numpy(float) if "mli" in by and "mli" in by["mli"] else np.array([])
+        signed = by["mli"]["mli_signed"].to_numpy(float) if "mli" in by and "mli_signed" in by["mli"] else []
+        trained = float(g.drop_duplicates("trial_id")["unpaired_share"].mean()) \
+            if "unpaired_share" in g else float("nan")
+        within, beyond = _protection(g, metric, trained)
+        m, lo, hi = t_interval(mei_v) if len(mei_v) else (np.nan,) * 3
+        lm, llo, lhi = t_interval(mli_v) if len(mli_v) else (np.nan,) * 3
+        out.append({"fusion": fusion, "n": int(g["trial_id"].nunique()), "mei": m, "mei_lo": lo,
+                    "mei_hi": hi, "mli": lm, "mli_lo": llo, "mli_hi": lhi,
+                    "mli_signed": float(np.nanmean(signed)) if len(signed) else np.nan,
+                    "trained_unpaired": trained, "drop_within": within, "drop_beyond": beyond})
+    return pd.DataFrame(out, columns=cols)
+
+
+def _protection(g: pd.DataFrame, metric: str, trained: float) -> tuple[float, float]:
+    """Mean (av - miss_L) of `metric` over levels L <= trained and L > trained (NaN when none)."""
+    r = with_families(g)
+    av = r.loc[r["condition"] == "av", metric].mean()
+    miss = r[(r["family"] == "miss") & r["level"].notna()].groupby("level")[metric].mean()
+    if not np.isfinite(trained) or miss.empty:
+        return float("nan"), float("nan")
+    drop = av - miss
+    within, beyond = drop[drop.index <= trained + 1e-9], drop[drop.index > trained + 1e-9]
+    return (float(within.mean()) if len(within) else float("nan"),
+            float(beyond.mean()) if len(beyond) else float("nan"))
 
 
 # ---------------------------------------------------------------- pareto and history

@@ -323,6 +323,23 @@ def heatmap_body(rep: Report) -> str:
             + rep.fig(figures.heatmaps(data, rep.ctx.metric, realised, dims)))
 
 
+def imbalance_body(rep: Report) -> str:
+    p = _pick(rep, by=("fusion",))
+    tab = gather.imbalance_table(p.rows, rep.ctx.metric)
+    grid = gather.grid_data(p.rows, rep.ctx.metric)
+    if tab[["mei", "mli"]].isna().all().all() and not grid:
+        return _split(p.note(rep.ctx)) + _note("No MEI, MLI or per-modality grid rows yet (studies run "
+                                               "before they existed have none).")
+    shown = tab.rename(columns={"mei_lo": "mei ci95_lo", "mei_hi": "mei ci95_hi", "mli_lo": "mli ci95_lo",
+                                "mli_hi": "mli ci95_hi", "trained_unpaired": "trained unpaired share",
+                                "drop_within": "drop from av, test miss <= trained",
+                                "drop_beyond": "drop from av, test miss > trained"})
+    body = _split(p.note(rep.ctx)) + table(shown)
+    if grid:
+        body += rep.fig(figures.grid_heatmaps(grid, rep.ctx.metric))
+    return body
+
+
 def curves_body(rep: Report) -> str:
     p = _pick(rep, by=("fusion",), k=5)
     df = gather.robustness_curves(p.rows, rep.ctx.metric)
@@ -555,6 +572,16 @@ SECTIONS: tuple[SectionDef, ...] = (
                "of unpaired training data r, and audio_only_share when the study varies it), a column a test "
                "condition or a family's robustness area; brighter is better, so look at how fast a row fades "
                "towards heavily missing test conditions.", heatmap_body),
+    SectionDef("imbalance", "Modality imbalance", "Per strategy (its dev-selected configuration): the "
+               "Modality Equity Index of the report's metric (MEI, 1 = both modalities contribute equally, from the "
+               "Shapley values of audio and video over av / audio-only / video-only with a no-information "
+               "prediction as neither) and the Modality Learning Index (MLI, 0 = balanced gradient norms of the "
+               "audio and video modules in training, 1 = one modality gets none; signed > 0: audio's are larger), "
+               "mean and 95% t-interval over runs; MuteBench's check: the mean drop from av on the miss family up "
+               "to the training's realised unpaired share and beyond it (protection holds only up to the highest "
+               "rate trained on); then the score over the per-modality test grid (rows: share of test "
+               "utterances without audio, columns: without video). docs/imbalance.md gives the definitions.",
+               imbalance_body),
     SectionDef("curves", "Robustness curves", "One panel per condition family (whole stream missing, frames "
                "dropped, gaps, noise, asynchrony): score vs the family's level, one line per strategy (its "
                "dev-selected configuration) with a 95% t-interval band across seeds (or the cell's 5 best search "

@@ -66,8 +66,8 @@ def condition_order(conditions) -> list[str]:
 def summary_conditions(conditions) -> list[str]:
     """The conditions of summary tables (leaderboard, heatmap): the named three, miss_* and every
     family's area; the levels of the other families are in their own curves."""
-    return [c for c in condition_order(conditions)
-            if c in FIXED_CONDITIONS or is_area(c) or parse_condition(c)[0] in ("miss", None)]
+    return [c for c in condition_order(conditions) if c not in (vocab.MEI, vocab.MLI)
+            and (c in FIXED_CONDITIONS or is_area(c) or parse_condition(c)[0] in ("miss", None))]
 
 
 def with_families(results: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from search_spaces.spaces import (
     architecture,
     architecture_tiny,
     augmentation,
+    balance,
     data_conditions,
     fusion,
     missing,
@@ -32,6 +33,7 @@ SPACES: dict[str, SpaceFn] = {
     "missing": missing,
     "data_conditions": data_conditions,
     "augmentation": augmentation,
+    "balance": balance,
 }
 
 # DATA_CONDITIONS (study/vocab.py): a space may search one inside a cell only when the spec sets

@@ -83,6 +83,18 @@ def missing(trial) -> dict:
     return {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.3)}
 
 
+def balance(trial) -> dict:
+    """Training that balances the modalities (docs/imbalance.md): curriculum modality dropout
+    (the rate rises over the first E epochs to its maximum; MuteBench, arXiv 2605.15235) and
+    OGM-GE gradient modulation with its strength alpha (Peng et al., CVPR 2022)."""
+    out = {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.5),
+           "modality_dropout_curriculum": trial.suggest_categorical("modality_dropout_curriculum", [0, 3, 6]),
+           "ogm_ge": trial.suggest_categorical("ogm_ge", [False, True])}
+    if out["ogm_ge"]:
+        out["ogm_alpha"] = trial.suggest_float("ogm_alpha", 0.1, 1.0)
+    return out
+
+
 def data_conditions(trial) -> dict:
     """Searches a data condition inside a cell (`audio_only_share`): each cell may then pick its
     easiest mix, so a spec must opt in with `search_data_conditions: true` (the report flags it)."""

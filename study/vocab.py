@@ -22,6 +22,10 @@ TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # 0.0 .. 0.9, the miss
 STREAMS = ("audio", "video")
 WORST_SINGLE = "worst_single"  # the worse of audio_only and video_only (derived, objectives only)
 ROBUSTNESS = "robustness"  # the normalised area under the miss family's curve
+MEI = "mei"  # Modality Equity Index (derived from av / audio_only / video_only; docs/imbalance.md)
+MLI = "mli"  # Modality Learning Index (from training gradient norms; docs/imbalance.md)
+GRID = "miss_grid"  # the family of per-modality test rates: miss_a<p_a>_v<p_v>
+GRID_RATES = (0.0, 0.3, 0.6)  # default levels of each axis of the grid (pairs with p_a + p_v > 1 left out)
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,20 @@ class Condition:
 
     name: str
     family: str | None = None
-    level: float | None = None
+    level: float | None = None  # the miss_grid family: the audio rate p_a
+    level_video: float | None = None  # the miss_grid family: the video rate p_v
 
     @property
     def test_missing_rate(self) -> float | None:
+        """The share of test utterances that lose a stream (miss: the level; grid: p_a + p_v)."""
+        if self.family == GRID:
+            return round(self.level + self.level_video, 9)
         return self.level if self.family == "miss" else None
 
     @property
     def cheap(self) -> bool:
         """Composed from the av / audio-only / video-only passes (no forward pass of its own)."""
-        return self.family in (None, "miss")
+        return self.family in (None, "miss", GRID)
 
     @property
     def removes(self) -> tuple[str, ...]:
@@ -89,6 +97,9 @@ class Condition:
     def describe(self) -> str:
         named = {"av": "both streams", "audio_only": "audio only (video removed)",
                  "video_only": "video only (audio removed)"}
+        if self.family == GRID:
+            return (f"{self.level:.0%} of test utterances lose their audio, {self.level_video:.0%} "
+                    "their video (never both)")
         return named[self.name] if self.family is None else FAMILIES[self.family].describe(self.level)
 
 
@@ -103,6 +114,18 @@ def miss_name(rate: float) -> str:
     return condition_name("miss", rate)
 
 
+def grid_name(p_audio: float, p_video: float) -> str:
+    """miss_a0.3_v0.1: p_audio of the utterances lose their audio, p_video their video."""
+    return f"miss_a{p_audio:g}_v{p_video:g}"
+
+
+def grid_conditions(audio_rates, video_rates) -> list[Condition]:
+    """The test grid over per-modality missing rates: every (p_a, p_v) with p_a + p_v <= 1 (an
+    utterance never loses both streams), audio-major."""
+    return [Condition(grid_name(a, v), GRID, float(a), float(v))
+            for a in audio_rates for v in video_rates if a + v <= 1.0 + 1e-9]
+
+
 def area_name(family: str) -> str:
     """The condition name of a family's area under its curve."""
     return ROBUSTNESS if family == "miss" else f"{ROBUSTNESS}_{family}"
@@ -113,6 +136,7 @@ def is_area(name: object) -> bool:
 
 
 _LEVEL = re.compile(r"([a-z_]+?)_(-?[0-9]+(?:\.[0-9]*)?)(db|ms)?")
+_GRID = re.compile(r"miss_a([0-9]+(?:\.[0-9]*)?)_v([0-9]+(?:\.[0-9]*)?)")
 
 
 def parse_condition(name: str) -> Condition:
@@ -120,6 +144,9 @@ def parse_condition(name: str) -> Condition:
     ValueError for an area, a derived condition or an unknown name."""
     if name in NAMED_CONDITIONS:
         return Condition(name)
+    grid = _GRID.fullmatch(name)
+    if grid:
+        return Condition(name, GRID, float(grid.group(1)), float(grid.group(2)))
     for family in sorted(FAMILIES, key=len, reverse=True):
         suffix = FAMILIES[family].suffix
         if name.startswith(family + "_") and name.endswith(suffix):
@@ -130,14 +157,14 @@ def parse_condition(name: str) -> Condition:
     raise ValueError(f"unknown evaluation condition {name!r}")
 
 
-SELECT_CONDITIONS = (*NAMED_CONDITIONS, ROBUSTNESS, WORST_SINGLE) + tuple(miss_name(r) for r in TEST_RATES)
+SELECT_CONDITIONS = (*NAMED_CONDITIONS, ROBUSTNESS, WORST_SINGLE, MEI, MLI) + tuple(miss_name(r) for r in TEST_RATES)
 """Dev conditions evaluated every epoch: what a checkpoint or an objective may be chosen on."""
 
 # ----------------------------------------------------------------------------- data vs training
 
 DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
 """Protocol keys that describe the data a study is about: cell dimensions or fixed per study."""
-AUGMENTATIONS = ("modality_dropout", "frame_dropout", "noise_aug", "noise_aug_snr_db")
+AUGMENTATIONS = ("modality_dropout", "modality_dropout_curriculum", "frame_dropout", "noise_aug", "noise_aug_snr_db")
 """Training choices that perturb the training data (searchable, never folded into the data)."""
 
 # ----------------------------------------------------------------------------- a study's files

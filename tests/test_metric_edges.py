@@ -92,3 +92,17 @@ def test_dimensional_metrics_keys_and_mean():
     assert m["ccc_mean"] == pytest.approx((6 / 7 + 1 + 0) / 3)
     undefined = dimensional_metrics(np.ones((3, 2)), np.stack([np.ones(3), x], 1), ["arousal", "valence"])
     assert math.isnan(undefined["ccc_arousal"]) and math.isnan(undefined["ccc_mean"])  # NaN propagates
+
+
+def test_no_utterance_gives_nan_scores_not_an_error():
+    """A condition no utterance takes part in (e.g. video_only on a split without video): every
+    score NaN (sklearn refuses empty input), the confusion matrix all zeros."""
+    import math
+
+    import numpy as np
+
+    from study.training.metrics import categorical_metrics
+
+    out = categorical_metrics(np.array([], int), np.array([], int), ["a", "b"])
+    assert all(math.isnan(out[k]) for k in ("uar", "accuracy", "macro_f1", "f1__a", "f1__b"))
+    assert out["confusion"] == [[0, 0], [0, 0]]

@@ -11,8 +11,10 @@ from study.data.protocol import (
     ProtocolConfig,
     condition_availability,
     condition_name,
+    dropout_rate,
     epoch_dropout,
     eval_conditions,
+    from_missing_rates,
     parse_condition,
     robustness,
     robustness_name,
@@ -106,7 +108,10 @@ def test_family_table_names_and_parsing():
     cfg = ProtocolConfig()
     assert cfg.families == EXTRA_FAMILIES and "miss" not in EXTRA_FAMILIES
     conds = eval_conditions(cfg, extended=True)
-    assert len(conds) == 3 + len(cfg.test_rates) + sum(len(FAMILIES[f].levels) for f in EXTRA_FAMILIES)
+    grid = 8  # (0, .3, .6) x (0, .3, .6) without (.6, .6): an utterance never loses both streams
+    assert len(conds) == 3 + len(cfg.test_rates) + grid + sum(len(FAMILIES[f].levels) for f in EXTRA_FAMILIES)
+    assert parse_condition("miss_a0.3_v0.6") == Condition("miss_a0.3_v0.6", "miss_grid", 0.3, 0.6)
+    assert parse_condition("miss_a0.3_v0.6").cheap
     assert [c.name for c in eval_conditions(cfg)] == [c.name for c in conds[:13]]  # cheap first
     assert condition_name("drop_audio", 0.3) == "drop_audio_0.3"
     assert condition_name("gap_video", 0.25) == "gap_video_0.25"
@@ -126,8 +131,9 @@ def test_family_table_names_and_parsing():
 def test_families_chosen_by_config():
     cfg = ProtocolConfig(families=("async", "noise_video"))
     names = {c.family for c in eval_conditions(cfg, extended=True)}
-    assert names == {None, "miss", "async", "noise_video"}
-    assert {c.family for c in eval_conditions(ProtocolConfig(families=()), extended=True)} == {None, "miss"}
+    assert names == {None, "miss", "miss_grid", "async", "noise_video"}
+    none = ProtocolConfig(families=(), grid_audio=(), grid_video=())
+    assert {c.family for c in eval_conditions(none, extended=True)} == {None, "miss"}
     flat = config_from_flat({"preset": "tiny", "families": ["gap_audio"]})
     assert flat.protocol.families == ("gap_audio",)
     assert config_from_flat(flat.to_flat()) == flat                    # survives the flat dict
@@ -145,3 +151,73 @@ def test_frame_level_conditions_keep_every_stream():
 def test_invalid_rate_rejected():
     with pytest.raises(ValueError, match=r"train_missing_rate: must be in \[0, 1\]"):
         ProtocolConfig(train_missing_rate=1.5)
+
+
+# ----------------------------------------------------------------------------- per-modality rates
+
+def test_per_modality_training_rates_realised_and_nested():
+    ids = [f"u{i:05d}" for i in range(20000)]
+    ones = np.ones(len(ids), bool)
+    lost = {}
+    for pa, pv in [(0.1, 0.6), (0.1, 0.3), (0.3, 0.3), (0.0, 0.0)]:
+        cfg = ProtocolConfig(**from_missing_rates(pa, pv))
+        assert cfg.missing_rates == pytest.approx((pa, pv))
+        a, v = train_availability(ids, ones, ones, cfg)
+        assert (a | v).all()                                   # never both streams lost
+        assert np.mean(~a) == pytest.approx(pa, abs=0.01) and np.mean(~v) == pytest.approx(pv, abs=0.01)
+        lost[pa, pv] = (~a, ~v)
+    # nested in each rate: fewer lost videos at 0.3 are among those lost at 0.6 (audio rate fixed)
+    assert not (lost[0.1, 0.3][1] & ~lost[0.1, 0.6][1]).any()
+    assert not (lost[0.1, 0.3][0] & ~lost[0.3, 0.3][0]).any()
+    assert not lost[0.0, 0.0][0].any() and not lost[0.0, 0.0][1].any()
+    # the shared-rate keys are the special case {audio: r(1-s), video: r s}
+    assert ProtocolConfig(train_missing_rate=0.5, audio_only_share=0.2).missing_rates == pytest.approx((0.4, 0.1))
+    assert from_missing_rates(0.0, 0.0) == {"train_missing_rate": 0.0, "audio_only_share": 0.5}
+    # a natively missing stream stays missing; the loss never takes the other one
+    has_v = ones.copy()
+    has_v[:10] = False
+    a, v = train_availability(ids, ones, has_v, ProtocolConfig(**from_missing_rates(0.9, 0.0)))
+    assert a[:10].all() and not v[:10].any()
+
+
+@pytest.mark.parametrize("pa, pv, why", [(1.0, 0.0, "audio: 1.0 not in"), (-0.1, 0.0, "audio: -0.1"),
+                                         (0.0, 1.2, "video: 1.2"), (0.6, 0.5, "audio \\+ video = 1.1 > 1"),
+                                         ("x", 0.1, "audio: 'x'")])
+def test_per_modality_rates_refused(pa, pv, why):
+    with pytest.raises(ValueError, match=why):
+        from_missing_rates(pa, pv)
+
+
+def test_grid_conditions_rates_and_nesting():
+    ids = [f"t{i:05d}" for i in range(20000)]
+    ones = np.ones(len(ids), bool)
+    cfg = ProtocolConfig(grid_audio=(0.0, 0.2, 0.5), grid_video=(0.1, 0.5))
+    grid = [c for c in eval_conditions(cfg, extended=True) if c.family == "miss_grid"]
+    assert [c.name for c in grid] == ["miss_a0_v0.1", "miss_a0_v0.5", "miss_a0.2_v0.1", "miss_a0.2_v0.5",
+                                      "miss_a0.5_v0.1", "miss_a0.5_v0.5"]
+    out = {}
+    for c in grid:
+        keep, a, v = condition_availability(c, ids, ones, ones, cfg)
+        assert keep.all() and (a | v).all()
+        assert np.mean(~a) == pytest.approx(c.level, abs=0.01)
+        assert np.mean(~v) == pytest.approx(c.level_video, abs=0.01)
+        out[c.level, c.level_video] = (~a, ~v)
+    assert not (out[0.2, 0.1][0] & ~out[0.5, 0.1][0]).any()         # nested along the audio axis
+    assert not (out[0.2, 0.1][1] & ~out[0.2, 0.5][1]).any()         # and along the video axis
+    assert "never both" in grid[0].describe()
+    for bad in [(0.3, 0.1), (0.1, 0.1)]:
+        with pytest.raises(ValueError, match=r"grid_audio: .* strictly increasing"):
+            ProtocolConfig(grid_audio=bad)
+    with pytest.raises(ValueError, match=r"grid_video\[0\]"):
+        ProtocolConfig(grid_video=(1.0,))
+
+
+def test_curriculum_dropout_rises_to_its_maximum():
+    cfg = ProtocolConfig(modality_dropout=0.4, modality_dropout_curriculum=4)
+    assert [dropout_rate(cfg, e) for e in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert dropout_rate(ProtocolConfig(modality_dropout=0.4), 0) == 0.4
+    n = 40000
+    ones = np.ones(n, bool)
+    for e, want in [(0, 0.1), (3, 0.4)]:
+        a, v = epoch_dropout(n, ones, ones, cfg, e)
+        assert np.mean(a != v) == pytest.approx(want, abs=0.01)     # realised, not configured

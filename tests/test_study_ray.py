@@ -15,8 +15,8 @@ from study.runs.spec import spec_from_dict
 from study.runs.stages import sweep
 from study.runs.status import progress_table
 
-CONDITIONS = {"av", "audio_only", "video_only", "robustness"} | {f"miss_{i / 10:.1f}"
-                                                                   for i in range(10)}
+CONDITIONS = {"av", "audio_only", "video_only", "robustness", "mei", "mli"} | {
+    f"miss_{i / 10:.1f}" for i in range(10)}  # mei, mli: the imbalance indices (docs/imbalance.md)
 # + the frame-level families: on dev once per trial that ran to its end, and on test
 FULL = CONDITIONS | {c.name for c in eval_conditions(ProtocolConfig(), extended=True)} | {
     f"robustness_{f}" for f in EXTRA_FAMILIES}
@@ -102,7 +102,7 @@ def test_search_asha_rerun_final(ray_session, synth_cache, tmp_path):
     assert set(base.trial_id) == {"baseline-probe-r0.5"} and set(base.stage) == {"baseline"}
     assert set(base.fusion) == {"probe"} and base.cell.eq("fusion=probe|r=0.5").all()
     assert set(base.split) == {"dev", "test"} and (base.status == "completed").all() and set(base.seed) == {0}
-    assert all(set(g.condition) == FULL for _, g in base.groupby("split"))
+    assert all(set(g.condition) == FULL - {"mei", "mli"} for _, g in base.groupby("split"))  # a probe: no indices
     assert json.loads(base.config.iloc[0])["pooling"] == "mean+std"
     miss = final[final.condition.str.startswith("miss_")]
     assert miss.test_missing_rate.notna().all() and final[final.condition == "av"].test_missing_rate.isna().all()

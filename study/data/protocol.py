@@ -3,11 +3,17 @@ evaluation.
 
 Training:
 - `train_missing_rate` r: the fraction of training utterances that are unpaired, fixed per
-  utterance for a seed. Draws are nested: the utterances unpaired at r=0.3 are a subset of those
-  unpaired at r=0.5 (same seed), so a sweep over r compares like with like.
-- `audio_only_share`: of the unpaired utterances, the share that keeps audio (the rest keep video).
+  utterance for a seed.
+- `audio_only_share` s: of the unpaired utterances, the share that keeps audio (the rest keep video).
+  Per modality (`missing_rates`, the spec's `train_missing: {audio: p_a, video: p_v}`): p_v = r·s
+  of the utterances lose their video, p_a = r·(1−s) their audio, never both. One uniform u per
+  utterance: video lost when u < p_v, audio lost when u >= 1 − p_a. The draws are nested in each
+  rate: the utterances without video at p_v=0.3 are among those without video at p_v=0.5 (same
+  seed, whatever p_a), so a sweep over either rate compares like with like.
 - `modality_dropout` p: a regulariser; each epoch, each still-paired training utterance loses one
-  stream (chosen at random) with probability p, re-drawn every epoch.
+  stream (chosen at random) with probability p, re-drawn every epoch. With
+  `modality_dropout_curriculum` E > 0 the rate rises linearly over the first E epochs to p
+  (curriculum modality dropout, as MuteBench, arXiv 2605.15235, evaluates it).
 - Frame dropout and noise augmentation (TrainConfig.frame_dropout / noise_aug /
   noise_aug_snr_db) are `augmentation(...)`: a `Perturbation` re-drawn every epoch.
 
@@ -19,6 +25,9 @@ Evaluation conditions (one row each; see README "Missing-modality protocol"):
 - the families of `FAMILIES` with their own forward pass per level (`drop_*`, `gap_*`,
   `noise_*`, `async`): evaluated on dev once per trial from its selected checkpoint and on
   test in the final stage. Which ones run: `ProtocolConfig.families`.
+- family `miss_grid`, `miss_a<p_a>_v<p_v>`: p_a of the test utterances lose their audio and p_v
+  their video (never both), the same nested draw as training's; composed from the three passes.
+  Levels: `grid_audio` x `grid_video`, the pairs with p_a + p_v <= 1.
 - `robustness` (miss) and `robustness_<family>`: normalised area under the metric-vs-level curve,
   integrated over the level values.
 
@@ -36,16 +45,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from study.keys import UNIT, UNIT_OPEN, key, problems_of
+from study.keys import NON_NEGATIVE, UNIT, UNIT_OPEN, key, problems_of
 from study.vocab import (  # noqa: F401 (re-exported: the protocol's conditions)
     EXTRA_FAMILIES,
     FAMILIES,
+    GRID,
+    GRID_RATES,
     NAMED_CONDITIONS,
     STREAMS,
     TEST_RATES,
     Condition,
     Family,
     condition_name,
+    grid_conditions,
     parse_condition,
 )
 
@@ -58,21 +70,52 @@ class ProtocolConfig:
     train_missing_rate: float = key(0.0, bound=UNIT, doc="share of training utterances unpaired (data)")
     audio_only_share: float = key(0.5, bound=UNIT, doc="of the unpaired, the share keeping audio (data)")
     modality_dropout: float = key(0.0, bound=UNIT, doc="augmentation: P(a paired utterance loses a stream)")
+    modality_dropout_curriculum: int = key(0, bound=NON_NEGATIVE,
+                                           doc="augmentation: epochs over which modality_dropout rises "
+                                               "linearly to its value (0: constant)")
     test_rates: tuple[float, ...] = key(TEST_RATES, bound=UNIT_OPEN, doc="levels of the miss family")
     families: tuple[str, ...] = key(EXTRA_FAMILIES, choices=EXTRA_FAMILIES,
                                     doc="extra condition families evaluated (FAMILIES)")
+    grid_audio: tuple[float, ...] = key(GRID_RATES, bound=UNIT_OPEN,
+                                        doc="test grid: audio missing rates (increasing; [] = no grid)")
+    grid_video: tuple[float, ...] = key(GRID_RATES, bound=UNIT_OPEN,
+                                        doc="test grid: video missing rates (increasing; [] = no grid)")
     seed: int = 0
 
     def __post_init__(self):
         errors = problems_of(self)
+        for name in ("grid_audio", "grid_video"):
+            levels = list(getattr(self, name))
+            if levels != sorted(set(levels)):
+                errors.append(f"{name}: {levels} must be strictly increasing (the grid's draws are "
+                              "nested along each axis)")
         if errors:
             raise ValueError("invalid protocol: " + "; ".join(errors))
 
+    @property
+    def missing_rates(self) -> tuple[float, float]:
+        """(p_a, p_v): the share of training utterances without audio, without video."""
+        r, s = self.train_missing_rate, self.audio_only_share
+        return r * (1.0 - s), r * s
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["test_rates"] = list(self.test_rates)
-        d["families"] = list(self.families)
+        for name in ("test_rates", "families", "grid_audio", "grid_video"):
+            d[name] = list(d[name])
         return d
+
+
+def from_missing_rates(p_audio: float, p_video: float) -> dict:
+    """The protocol keys of per-modality training rates: {train_missing_rate, audio_only_share}
+    (r = p_a + p_v, s = p_v / r; s = 0.5 when nothing is missing). ValueError naming the rate at
+    fault when a rate is outside [0, 1) or p_a + p_v > 1."""
+    for name, p in (("audio", p_audio), ("video", p_video)):
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+            raise ValueError(f"{name}: {p!r} not in [0, 1)")
+    r = float(p_audio) + float(p_video)
+    if r > 1.0 + 1e-9:
+        raise ValueError(f"audio + video = {r:g} > 1 (an utterance never loses both streams)")
+    return {"train_missing_rate": r, "audio_only_share": float(p_video) / r if r > 0 else 0.5}
 
 
 def family_conditions(family: str, levels=None) -> list[Condition]:
@@ -81,10 +124,11 @@ def family_conditions(family: str, levels=None) -> list[Condition]:
 
 
 def eval_conditions(cfg: ProtocolConfig, extended: bool = False) -> list[Condition]:
-    """The evaluation conditions: the named three and `miss_*`, plus, when `extended`, every
-    level of the families in `cfg.families`."""
+    """The evaluation conditions: the named three and `miss_*`, plus, when `extended`, the
+    per-modality grid (`miss_grid`) and every level of the families in `cfg.families`."""
     out = [Condition(c) for c in NAMED_CONDITIONS] + family_conditions("miss", cfg.test_rates)
     if extended:
+        out += grid_conditions(cfg.grid_audio, cfg.grid_video)
         out += [c for f in cfg.families for c in family_conditions(f)]
     return out
 
@@ -118,20 +162,40 @@ def drop_one(keep_a: np.ndarray, keep_v: np.ndarray, unpaired: np.ndarray,
     return has_a, has_v
 
 
+def per_modality_loss(u: np.ndarray, p_audio: float, p_video: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lose_audio, lose_video) from one uniform per utterance: video lost when u < p_v, audio
+    when u >= 1 - p_a (disjoint while p_a + p_v <= 1; nested in each rate)."""
+    return u >= 1.0 - p_audio, u < p_video
+
+
+def keep_streams(has_a, has_v, lose_a: np.ndarray, lose_v: np.ndarray):
+    """(has_a, has_v) after the losses, applied only where the utterance has both streams."""
+    has_a, has_v = np.asarray(has_a, bool), np.asarray(has_v, bool)
+    paired = has_a & has_v
+    return has_a & ~(paired & lose_a), has_v & ~(paired & lose_v)
+
+
 def train_availability(utt_ids, has_a, has_v, cfg: ProtocolConfig):
     """(has_audio, has_video) bool arrays for the training set under the protocol."""
-    unpaired = uniforms(utt_ids, cfg.seed, "train-unpaired") < cfg.train_missing_rate
-    which = uniforms(utt_ids, cfg.seed, "train-which")
-    return drop_one(np.asarray(has_a, bool), np.asarray(has_v, bool), unpaired,
-                    cfg.audio_only_share, which)
+    lose_a, lose_v = per_modality_loss(uniforms(utt_ids, cfg.seed, "train-unpaired"), *cfg.missing_rates)
+    return keep_streams(has_a, has_v, lose_a, lose_v)
+
+
+def dropout_rate(cfg: ProtocolConfig, epoch: int) -> float:
+    """This epoch's modality dropout rate: constant, or rising linearly over the first
+    `modality_dropout_curriculum` epochs (epoch 0 -> p/E, epoch E-1 and after -> p)."""
+    if cfg.modality_dropout_curriculum <= 0:
+        return cfg.modality_dropout
+    return cfg.modality_dropout * min(1.0, (epoch + 1) / cfg.modality_dropout_curriculum)
 
 
 def epoch_dropout(n: int, has_a, has_v, cfg: ProtocolConfig, epoch: int):
     """Modality dropout for one epoch, applied on top of train_availability."""
-    if cfg.modality_dropout <= 0:
+    rate = dropout_rate(cfg, epoch)
+    if rate <= 0:
         return np.asarray(has_a, bool), np.asarray(has_v, bool)
     rng = np.random.default_rng([cfg.seed, 7, epoch])
-    drop = rng.random(n) < cfg.modality_dropout
+    drop = rng.random(n) < rate
     return drop_one(np.asarray(has_a, bool), np.asarray(has_v, bool), drop, 0.5, rng.random(n))
 
 
@@ -148,6 +212,10 @@ def condition_availability(condition: str | Condition, utt_ids, has_a, has_v, cf
         unpaired = uniforms(utt_ids, cfg.seed, "test-unpaired") < cond.level
         which = uniforms(utt_ids, cfg.seed, "test-which")
         a, v = drop_one(has_a, has_v, unpaired, 0.5, which)
+        return a | v, a, v
+    if cond.family == GRID:
+        u = uniforms(utt_ids, cfg.seed, "test-grid")
+        a, v = keep_streams(has_a, has_v, *per_modality_loss(u, cond.level, cond.level_video))
         return a | v, a, v
     return has_a | has_v, has_a, has_v  # av, and the frame-level families (both streams kept)
 
@@ -253,6 +321,12 @@ def robustness(rates, scores) -> float:
         return float("nan")
     order = np.argsort(rates)
     return float(np.trapezoid(scores[order], rates[order]) / (rates.max() - rates.min()))
+
+
+def area_families(plan) -> list[str]:
+    """The families of an evaluation plan that get an area row (every family with a level axis;
+    the per-modality grid is two-dimensional: its heatmap, no area)."""
+    return list(dict.fromkeys(c.family for c in plan if c.family and c.family != GRID))
 
 
 def robustness_name(family: str) -> str:

@@ -23,33 +23,40 @@ def marker(study_dir: Path) -> Path:
     return Path(study_dir) / "stages" / f"{STAGE}.done"
 
 
-def trial_id(rate: float) -> str:
-    return f"baseline-{FUSION}-r{rate:g}"
+def trial_id(rate: float, share: float | None = None) -> str:
+    return f"baseline-{R.cell_slug(FUSION, rate, share)}"
 
 
-def probe_setup(spec: StudySpec, rate: float):
-    """The probe's task and protocol for one training missing rate: the protocol keys the cells
-    fix (`fixed:`, the rate); model keys never matter to it (a config a trial rejects still
-    gets its probe)."""
+def data_cells(spec: StudySpec) -> list[tuple[float, float | None]]:
+    """The study's distinct data conditions of its cells: (train_missing_rate, audio_only_share
+    when the cells fix it, else None)."""
+    return list(dict.fromkeys(R.cell_of(c)[1:] for c in spec.cells.items()))
+
+
+def probe_setup(spec: StudySpec, rate: float, share: float | None = None):
+    """The probe's task and protocol for one cell's data condition: the protocol keys the cells
+    fix (`fixed:`, the rate, the per-modality share); model keys never matter to it (a config a
+    trial rejects still gets its probe)."""
     from study.data.protocol import ProtocolConfig
     from study.training.baselines import ProbeSetup
     from study.training.config import PROTOCOL_KEYS
 
     keys = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.fixed.items() if k in PROTOCOL_KEYS}
-    protocol = ProtocolConfig(**{**keys, "train_missing_rate": float(rate), "seed": 0})
+    cell = {"train_missing_rate": float(rate), **({} if share is None else {"audio_only_share": share})}
+    protocol = ProtocolConfig(**{**keys, **cell, "seed": 0})
     return ProbeSetup(task=spec.task.kind, label_kind=spec.task.label_kind, protocol=protocol)
 
 
-def baseline_rows(spec: StudySpec, ds, rate: float) -> list[dict]:
-    """results.parquet rows of the probe at one training missing rate (dev and test splits)."""
+def baseline_rows(spec: StudySpec, ds, rate: float, share: float | None = None) -> list[dict]:
+    """results.parquet rows of the probe at one cell's data condition (dev and test splits)."""
     from study.training.baselines import config_json, run_probes
 
-    setup = probe_setup(spec, rate)
+    setup = probe_setup(spec, rate, share)
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     result = run_probes(ds, setup)
     base = {
-        "study": spec.name, "trial_id": trial_id(rate), "stage": STAGE, "parent_trial_id": None,
-        "cell": R.cell_name(FUSION, rate), "fusion": FUSION, "train_missing_rate": float(rate),
+        "study": spec.name, "trial_id": trial_id(rate, share), "stage": STAGE, "parent_trial_id": None,
+        "cell": R.cell_name(FUSION, rate, share), "fusion": FUSION, "train_missing_rate": float(rate),
         "seed": 0, "status": "completed", "error": None, "kind": "baseline",
         "epochs": None, "best_epoch": None, "wall_time_s": result.seconds,
         "cpus": 1.0, "gpus": 0.0, "workers": 1,
@@ -76,8 +83,8 @@ def run_baselines(spec: StudySpec, study_dir: Path, data_dir: str | Path, log=pr
 
     ds = open_dataset(data_dir, check_values=False)
     rows = []
-    for rate in dict.fromkeys(float(r) for r in spec.cells.train_missing_rate):
-        rows += baseline_rows(spec, ds, rate)
+    for rate, share in data_cells(spec):
+        rows += baseline_rows(spec, ds, rate, share)
     R.write_part(Path(study_dir), STAGE, rows, [])
     atomic_write_text(marker(study_dir), json.dumps({"rows": len(rows)}))
     R.write_results(Path(study_dir))

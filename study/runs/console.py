@@ -38,10 +38,10 @@ class Row:
 
 def expected_rows(spec: StudySpec) -> list[Row]:
     """Every experiment a sweep runs, in order, before any has started."""
-    from study.runs.results import cell_name, cell_slug
+    from study.runs.results import cell_name, cell_of, cell_slug
 
-    rows = [Row(f"search-{cell_slug(c['fusion'], c['train_missing_rate'])}", "search",
-                cell_name(c["fusion"], c["train_missing_rate"]), spec.budget.trials_per_cell)
+    rows = [Row(f"search-{cell_slug(*cell_of(c))}", "search", cell_name(*cell_of(c)),
+                spec.budget.trials_per_cell)
             for c in spec.cells.items()]
     folds = spec.dataset.folds.n if spec.dataset.folds is not None else 1
     rows.append(Row("rerun", "rerun", "top-k x seeds" + (f" x {folds} folds" if folds > 1 else ""),

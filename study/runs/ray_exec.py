@@ -31,7 +31,7 @@ from ray import tune
 
 from study.fsio import atomic_write_json
 from study.runs.storage import StudyMirror, join_uri
-from study.training.config import config_from_flat, objective_key, objective_value, unwrap_job
+from study.training.config import EPOCH_INFO, config_from_flat, objective_key, objective_value, unwrap_job
 
 CKPT_ROWS = "best_rows.json"  # beside session.pt in every checkpoint
 DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}  # {"CPU": 0} alone is rejected by Tune
@@ -216,7 +216,7 @@ def _epoch_report(runs: list[FoldRun], ctx: TrialContext) -> dict:
         "epoch": max(r.s.epoch for r in runs),
         "train_loss": _mean(r.info["train_loss"] for r in ran),
         "samples": sum(r.info["samples"] for r in ran),
-        "unpaired_share": _mean(r.info["unpaired_share"] for r in ran),
+        **{k: _mean(r.info[k] for r in ran if k in r.info) for k in EPOCH_INFO},
         "normalize": cfg.normalize,
         "score": _mean(r.score for r in ran), "best_score": _mean(r.s.best_score for r in runs),
         "best_epoch": max(r.s.best_epoch for r in runs), "folds_trained": len(runs),

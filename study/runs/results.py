@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from study.fsio import atomic_write_json, atomic_write_parquet
 from study.provenance import git_sha, versions
 from study.runs.selection import selection_note
 from study.runs.spec import StudySpec, data_location
-from study.training.config import unwrap_job
+from study.training.config import EPOCH_INFO, unwrap_job
 from study.training.sanity import degenerate
 
 STAGES = vocab.STAGES  # and "baseline": the probes' rows (kind "baseline")
@@ -42,13 +42,32 @@ class TrialRecord:
     curves: pd.DataFrame | None
 
 
-def cell_name(fusion: str, rate: float) -> str:
-    return f"fusion={fusion}|r={rate:g}"
+def cell_name(fusion: str, rate: float, share: float | None = None) -> str:
+    """fusion=vavl|r=0.3, or with per-modality cells (cells.train_missing, `share` given)
+    fusion=vavl|a=0.1|v=0.6: the audio and video missing rates."""
+    if share is None:
+        return f"fusion={fusion}|r={rate:g}"
+    pa, pv = _rates(rate, share)
+    return f"fusion={fusion}|a={pa:g}|v={pv:g}"
 
 
-def cell_slug(fusion: str, rate: float) -> str:
+def cell_slug(fusion: str, rate: float, share: float | None = None) -> str:
     """File-system friendly cell name (Tune experiment names)."""
-    return f"{fusion}-r{rate:g}"
+    if share is None:
+        return f"{fusion}-r{rate:g}"
+    pa, pv = _rates(rate, share)
+    return f"{fusion}-a{pa:g}-v{pv:g}"
+
+
+def _rates(rate: float, share: float) -> tuple[float, float]:
+    """(p_audio, p_video) rounded to 6 places (r·(1−s), r·s: float noise stays out of names)."""
+    return round(rate * (1.0 - share), 6), round(rate * share, 6)
+
+
+def cell_of(cell: Mapping) -> tuple[str, float, float | None]:
+    """(fusion, train_missing_rate, audio_only_share or None) of a cell dict (Cells.items)."""
+    share = cell.get("audio_only_share")
+    return cell["fusion"], float(cell["train_missing_rate"]), None if share is None else float(share)
 
 
 def record_from_tune(trial: Any, result: Any) -> TrialRecord:
@@ -99,7 +118,8 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
     base = {
         "study": spec.name, "trial_id": trial_id, "stage": stage,
         "parent_trial_id": parent_trial_id,
-        "cell": cell_name(flat["fusion"], float(flat["train_missing_rate"])),
+        "cell": cell_name(flat["fusion"], float(flat["train_missing_rate"]),
+                          float(flat["audio_only_share"]) if spec.cells.train_missing else None),
         "fusion": flat["fusion"], "train_missing_rate": float(flat["train_missing_rate"]),
         "seed": int(flat.get("seed", 0)), "status": trial_status(rec), "error": rec.error,
         # the fold (0: a one-partition study); each row of a trial that trained several folds
@@ -166,7 +186,7 @@ def curve_rows(rec: TrialRecord, *, study: str, stage: str, trial_id: str) -> pd
     if rec.curves is None:
         return pd.DataFrame()
     c = rec.curves
-    keep = ["epoch", "train_loss", "unpaired_share"] + [k for k in c.columns if k.startswith("dev_")]
+    keep = ["epoch", "train_loss", *EPOCH_INFO] + [k for k in c.columns if k.startswith("dev_")]
     out = c[[k for k in keep if k in c.columns]].copy()
     out.insert(0, "time_s", c["time_total_s"] if "time_total_s" in c else float("nan"))
     out = out.drop_duplicates("epoch", keep="last")  # a resumed trial may report an epoch twice

@@ -226,13 +226,13 @@ class Sweep:
         from search_spaces import combine
 
         spec = self.spec
-        slug = R.cell_slug(cell["fusion"], cell["train_missing_rate"])
+        slug = R.cell_slug(*R.cell_of(cell))
         name = f"search-{slug}"
         if _marker(self.dir, name).exists():
             return
         fixed = base_flat(spec, cell, spec.budget.max_epochs, search_seed(spec))
         ctx = trial_context(spec, self.ray_storage, name, evaluate_test=False)
-        label = {"stage": "search", "cell": R.cell_name(cell["fusion"], cell["train_missing_rate"])}
+        label = {"stage": "search", "cell": R.cell_name(*R.cell_of(cell))}
         if spec.searcher.kind == "grid":
             jobs = [{"flat": {**fixed, "seed": seed}, "meta": {}}
                     for seed in search_seeds(spec)]

@@ -31,6 +31,7 @@ from study.data.normalize import FeatureStats, load_stats
 from study.data.protocol import (
     Condition,
     ProtocolConfig,
+    area_families,
     condition_availability,
     condition_perturbation,
     eval_conditions,
@@ -268,7 +269,7 @@ def evaluate_probes(ds: Dataset, probes: dict[str, Probe], data: Streams, target
         metrics = row_metrics(pred[keep], target[keep], label[keep], ds, setup.task)
         rows.append({"condition": cond.name, "family": cond.family, "level": cond.level,
                      "test_missing_rate": cond.test_missing_rate, "n": int(keep.sum()), **metrics})
-    for family in dict.fromkeys(c.family for c in plan if c.family):
+    for family in area_families(plan):
         rows.append(area_row(rows, family))
     return rows
 

@@ -37,7 +37,10 @@ OPTIMIZERS = ("adamw", "adam", "adamw_all")  # adamw: decay on matrices; adam: L
 LABEL_KINDS = ("hard", "soft")
 # dev conditions of every epoch a checkpoint (or an objective) is chosen on: study/vocab.py
 SELECT_METRICS = ("", "loss", "macro_f1", "accuracy", "uar", "ccc_mean", "ccc_arousal", "ccc_valence",
-                  "ccc_dominance")  # "" = the task's primary metric
+                  "ccc_dominance", "mli")  # "" = the task's primary metric; mli: only of condition mli
+EPOCH_INFO = ("unpaired_share", "missing_audio_share", "missing_video_share", "grad_norm_audio",
+              "grad_norm_video", "ogm_coeff_audio", "ogm_coeff_video")
+"""Per-epoch training records (realised from the batches the model saw) that reach curves.parquet."""
 SELECT_MODES = ("max", "min")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -72,12 +75,19 @@ class TrainConfig:
     class_balanced: bool = key(False, doc="draw each epoch's samples with replacement, classes equally likely")
     grad_clip: float = key(1.0, bound=NON_NEGATIVE, doc="0: no clipping")
     precision: str = key("auto", choices=PRECISIONS, doc="auto: bf16 autocast on CUDA, fp32 on CPU")
+    ogm_ge: bool = key(False, doc="balance: OGM-GE gradient modulation of the dominant modality's "
+                                  "encoder (Peng et al., CVPR 2022; docs/imbalance.md)")
+    ogm_alpha: float = key(0.5, bound=NON_NEGATIVE, doc="OGM-GE: modulation strength alpha")
+    log_grad_norms: bool = key(True, doc="log per-modality gradient norms each step (the MLI)")
     seed: int = 0
 
     def __post_init__(self):
         errors = problems_of(self)
         if self.class_balanced and self.model.task != "categorical":
             errors.append("class_balanced: class-balanced sampling needs a categorical task")
+        if self.ogm_ge and self.train_schedule == "three_pass":
+            errors.append("ogm_ge: gradient modulation needs a joint pass (schedule fused or "
+                          "detached), not three_pass")
         if errors:
             raise ValueError("invalid TrainConfig: " + "; ".join(errors))
 
@@ -117,6 +127,8 @@ class TrainConfig:
                 "max_epochs": self.max_epochs, "patience": self.patience,
                 "early_stopping": self.early_stopping, "class_balanced": self.class_balanced,
                 "selection": f"{condition} {metric} ({mode})", "precision": self.precision,
+                "ogm_ge": self.ogm_ge, "ogm_alpha": self.ogm_alpha if self.ogm_ge else None,
+                "modality_dropout_curriculum": self.protocol.modality_dropout_curriculum,
                 "unimodal_weight": m.unimodal_weight, "recon_weight": m.recon_weight,
                 "aux_weights": _aux_weights(m)}
 

@@ -95,7 +95,12 @@ def summary_table(record: dict, cfg: TrainConfig) -> str:
     """Test metrics per condition, one line each."""
     key = cfg.primary_metric
     extra = ("accuracy", "uar") if cfg.task == "categorical" else ("ccc_arousal", "ccc_valence", "ccc_dominance")
-    lines = [f"{'condition':<12} {key:>9} " + " ".join(f"{k:>13}" for k in extra)]
+    lines = [f"{'condition':<14} {key:>9} " + " ".join(f"{k:>13}" for k in extra)]
+    nan = float("nan")
     for r in record["test"]:
-        lines.append(f"{r['condition']:<12} {r[key]:>9.3f} " + " ".join(f"{r[k]:>13.3f}" for k in extra))
+        if r["condition"] == "mli":  # the Modality Learning Index: its own columns
+            lines.append(f"{'mli':<12} {r['mli']:>9.3f}  (signed {r['mli_signed']:+.3f}; docs/imbalance.md)")
+            continue
+        lines.append(f"{r['condition']:<14.14} {r.get(key, nan):>9.3f} "
+                     + " ".join(f"{r.get(k, nan):>13.3f}" for k in extra))
     return "\n".join(lines)

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.balance import grad_norm, modality_scores, modulate_, ogm_coefficients
 from model.batch import Batch
 from model.build import build_model
 from study.data.dataset import Dataset, open_dataset
 from study.data.protocol import (
+    GRID,
     NAMED_CONDITIONS,
     Condition,
     Perturbation,
+    area_families,
     augmentation,
     condition_availability,
     condition_perturbation,
@@ -33,7 +36,7 @@ from study.data.protocol import (
 )
 from study.training.config import TrainConfig, objective_value
 from study.training.loader import bucketed_batches, class_balanced_order, load_splits, sequential_batches, shard_batches
-from study.training.metrics import categorical_metrics, dimensional_metrics
+from study.training.metrics import categorical_metrics, dimensional_metrics, mei, mli
 from study.training.sanity import UNTRAINED, nan_metrics, row_flag
 
 # ----------------------------------------------------------------------------- session
@@ -69,6 +72,11 @@ class Session:
         self.best_epoch = 0
         self.best_model: dict | None = None
         self.history: list[dict] = []
+        self.grad_history: list[tuple[float, float]] = []  # per epoch: mean (G_audio, G_video)
+        self._modality_params = {m: self.model.modality_parameters(m) for m in ("audio", "video")}
+        self._ogm_noise = torch.Generator().manual_seed(cfg.seed)
+        self._epoch_stats: dict[str, list[float]] = {}
+        self._empty: dict[str, dict] = {}  # split -> metrics of the no-information prediction (MEI)
 
     # -- training
 
@@ -82,17 +90,26 @@ class Session:
         order = class_balanced_order(split.label, rng) if self.cfg.class_balanced else None
         batches = bucketed_batches(split.length, self.cfg.batch_size, rng, order)
         batches = shard_batches(batches, self.rank, self.world_size)  # same step count per rank
-        total, seen = 0.0, 0
+        total, seen, lost_a, lost_v = 0.0, 0, 0, 0
         perturb = augmentation(self.cfg.frame_dropout, self.cfg.noise_aug, self.cfg.noise_aug_snr_db,
                                self.cfg.seed, self.epoch)  # frame dropout + noise, this epoch's draws
+        self._epoch_stats = {k: [] for k in ("grad_norm_audio", "grad_norm_video",
+                                             "ogm_coeff_audio", "ogm_coeff_video")}
         for idx in batches:
             batch = split.batch(idx, has_a, has_v, perturb).to(self.device)
             total += self._step(batch) * len(idx)
             seen += len(idx)
+            lost_a += int((~has_a[idx]).sum())  # the streams of the batches the model saw
+            lost_v += int((~has_v[idx]).sum())
         self.epoch += 1
+        stats = {k: float(np.mean(v)) if v else float("nan") for k, v in self._epoch_stats.items()}
+        if self.cfg.log_grad_norms and self._epoch_stats["grad_norm_audio"]:
+            self.grad_history.append((stats["grad_norm_audio"], stats["grad_norm_video"]))
         return {"epoch": self.epoch, "train_loss": total / max(seen, 1), "samples": seen,
                 "seconds": time.perf_counter() - start,
-                "unpaired_share": float(np.mean(has_a != has_v))}  # one stream: protocol + dropout
+                "unpaired_share": float(np.mean(has_a != has_v)),  # one stream: protocol + dropout
+                "missing_audio_share": lost_a / max(seen, 1), "missing_video_share": lost_v / max(seen, 1),
+                **stats}
 
     def _step(self, batch: Batch) -> float:
         """One training step of the schedule (TrainConfig.train_schedule):
@@ -116,10 +133,26 @@ class Session:
         total = losses["total"] * scale if scale != 1.0 else losses["total"]
         if total.requires_grad:
             total.backward()
+        self._balance(out, batch, mode)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         return float(total.detach())
+
+    def _balance(self, out, batch: Batch, mode: str) -> None:
+        """After backward: log each modality's gradient norm (before any modulation: what the
+        loss asks of each modality, MissBench's MLI), then OGM-GE when on (the dominant
+        modality's encoder gradients scaled by k, Gaussian noise added)."""
+        stats = self._epoch_stats
+        if self.cfg.log_grad_norms:
+            for m, params in self._modality_params.items():
+                stats.setdefault(f"grad_norm_{m}", []).append(grad_norm(params))
+        if not self.cfg.ogm_ge or mode == "fusion_only":
+            return
+        coeff = ogm_coefficients(modality_scores(out, batch, self.cfg.task), self.cfg.ogm_alpha)
+        for m, k in coeff.items():
+            modulate_(list(self.model.encoders[m].parameters()), k, self._ogm_noise)
+            stats.setdefault(f"ogm_coeff_{m}", []).append(k)
 
     def _three_pass(self, batch: Batch) -> float:
         """The official schedule: a visual step, an audio step, then the fusion module alone
@@ -187,21 +220,25 @@ class Session:
         """
         preds = self._whole_stream_preds(split)
         rows = self._rows(split, eval_conditions(self.cfg.protocol), preds, conditions)
+        if conditions is None or "mli" in conditions:
+            rows += self.mli_row()
         if extended:
-            rows += self.evaluate_families(split, conditions, av_pred=preds["av"])
+            rows += self.evaluate_families(split, conditions, preds=preds)
         return rows
 
     def evaluate_families(self, split: str = "dev", conditions: list[str] | None = None,
-                          av_pred: np.ndarray | None = None) -> list[dict]:
-        """Rows of the frame-level families only (cfg.protocol.families), with their areas.
-
-        A level that changes nothing (drop 0.0, async 0 ms) reuses the `av` prediction."""
-        extra = [c for c in eval_conditions(self.cfg.protocol, extended=True) if not c.cheap]
+                          preds: dict[str, np.ndarray] | None = None) -> list[dict]:
+        """Rows of the conditions evaluated once per trial: the per-modality grid (composed from
+        the three whole-stream passes) and the frame-level families (cfg.protocol.families), with
+        their areas. A level that changes nothing (drop 0.0, async 0 ms) reuses `av`."""
+        extra = [c for c in eval_conditions(self.cfg.protocol, extended=True)
+                 if not c.cheap or c.family == GRID]
         if not extra:
             return []
-        if av_pred is None:
-            av_pred = self._whole_stream_preds(split, ("av",))["av"]
-        return self._rows(split, extra, {"av": av_pred}, conditions)
+        if preds is None:
+            names = NAMED_CONDITIONS if any(c.family == GRID for c in extra) else ("av",)
+            preds = self._whole_stream_preds(split, names)
+        return self._rows(split, extra, preds, conditions)
 
     def _whole_stream_preds(self, split: str, names=NAMED_CONDITIONS) -> dict[str, np.ndarray]:
         """Predictions with both streams, audio only (video truly absent), video only."""
@@ -227,10 +264,53 @@ class Session:
                 row["flag"] = UNTRAINED  # some samples are predicted by a head the recipe never trains
             rows.append({"condition": cond.name, "family": cond.family, "level": cond.level,
                          "test_missing_rate": cond.test_missing_rate, "n": int(keep.sum()), **row})
-        for family in dict.fromkeys(c.family for c in plan if c.family):
+        for family in area_families(plan):
             if conditions is None or robustness_name(family) in conditions:
                 rows.append(_robustness_row(rows, family))
+        if conditions is None or "mei" in conditions:
+            rows += self._mei_rows(split, rows)
         return rows
+
+    def _mei_rows(self, split: str, rows: list[dict]) -> list[dict]:
+        """The Modality Equity Index of every metric (study/training/metrics.py mei) from the av,
+        audio_only and video_only rows, with a constant prediction as the empty configuration
+        (the training split's majority class; its mean target for a dimensional task)."""
+        by = {r["condition"]: r for r in rows}
+        if not all(c in by for c in NAMED_CONDITIONS):
+            return []
+        empty = self._empty_scores(split)
+        keys = [k for k, v in by["av"].items() if isinstance(v, float) and k not in ("level", "test_missing_rate")]
+        out = {"condition": "mei", "family": None, "level": None, "test_missing_rate": None,
+               "n": by["av"]["n"], "flag": None}
+        out.update({k: mei(by["av"][k], by["audio_only"][k], by["video_only"][k], empty.get(k))
+                    for k in keys if k != "loss"})
+        return [out]
+
+    def _empty_scores(self, split: str) -> dict:
+        """The metrics of the no-information prediction on `split` (the same every epoch: once)."""
+        if split not in self._empty:
+            data = self.splits[split]
+            self._empty[split] = self._metrics(self._constant_prediction(len(data)), data.target, data.label)
+        return self._empty[split]
+
+    def _constant_prediction(self, n: int) -> np.ndarray:
+        """(n, K): the no-information prediction (majority training class as a one-hot score;
+        the mean training target for a dimensional task)."""
+        train = self.splits["train"]
+        if self.cfg.task == "categorical":
+            counts = np.bincount(train.label[train.label >= 0], minlength=self.cfg.model.n_outputs)
+            return np.tile(np.eye(self.cfg.model.n_outputs, dtype=np.float32)[counts.argmax()], (n, 1))
+        return np.tile(train.target.mean(0).astype(np.float32), (n, 1))
+
+    def mli_row(self) -> list[dict]:
+        """The Modality Learning Index of the training so far (metrics.mli over the per-epoch mean
+        gradient norms): condition `mli`, metrics `mli` (in [0, 1], 0 = balanced) and
+        `mli_signed` (> 0: the audio modules get the larger gradients)."""
+        if not self.grad_history:
+            return []
+        value, signed = mli(self.grad_history)
+        return [{"condition": "mli", "family": None, "level": None, "test_missing_rate": None,
+                 "n": len(self.grad_history), "flag": None, "mli": value, "mli_signed": signed}]
 
     @property
     def _untrained_heads(self) -> bool:
@@ -313,7 +393,7 @@ class Session:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch,
                 "best_model": {} if same else (self.best_model or {}), "best_is_latest": same,
-                "history": json.dumps(self.history),
+                "history": json.dumps(self.history), "grad_history": json.dumps(self.grad_history),
                 "config": json.dumps(self.cfg.to_flat()), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -329,6 +409,7 @@ class Session:
         if state.get("best_is_latest"):
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.history = json.loads(state["history"])
+        self.grad_history = [tuple(g) for g in json.loads(state.get("grad_history", "[]"))]
         torch.set_rng_state(state["torch_rng"])
 
     def save(self, path_dir: str | Path) -> Path:

@@ -18,6 +18,7 @@ import yaml
 from model.config import PRESETS
 from model.registry import FUSIONS
 from study.data.folds import FoldError, FoldsSpec, folds_from_dict
+from study.data.protocol import from_missing_rates
 from study.keys import clip, closest, short
 from study.runs.spec.placement import check_resources
 from study.runs.spec.schema import (
@@ -176,16 +177,39 @@ def _fixed(raw: Mapping) -> dict:
 
 
 def _cells(raw: Mapping) -> Cells:
-    d = _check_keys(raw.get("cells"), ("fusion", "train_missing_rate"), "cells")
+    d = _check_keys(raw.get("cells"), ("fusion", "train_missing_rate", "train_missing"), "cells")
     fusion = _list(d.get("fusion", ["vavl"]), str, "cells.fusion")
     for i, f in enumerate(fusion):
         _choice(f, FUSIONS, f"cells.fusion[{i}]")
+    if "train_missing" in d:
+        if "train_missing_rate" in d:
+            raise SpecError("cells.train_missing: per-modality rates replace cells.train_missing_rate; "
+                            "give one of the two")
+        return Cells(fusion=fusion, train_missing=_per_modality_cells(d["train_missing"]))
     rates = _list(d.get("train_missing_rate", [0.0]), (int, float), "cells.train_missing_rate")
     rates = tuple(float(r) for r in rates)
     for i, r in enumerate(rates):
         if not 0.0 <= r < 1.0:
             raise SpecError(f"cells.train_missing_rate[{i}]: {r} not in [0, 1)")
     return Cells(fusion=fusion, train_missing_rate=rates)
+
+
+def _per_modality_cells(items: Any) -> tuple[tuple[float, float], ...]:
+    """cells.train_missing: [{audio: p_a, video: p_v}, ...] -> ((p_a, p_v), ...)."""
+    items = _list(items, Mapping, "cells.train_missing")
+    out = []
+    for i, item in enumerate(items):
+        where = f"cells.train_missing[{i}]"
+        d = _check_keys(item, ("audio", "video"), where)
+        pair = (d.get("audio", 0.0), d.get("video", 0.0))
+        try:
+            from_missing_rates(*pair)
+        except ValueError as e:
+            raise SpecError(f"{where}.{e}") from None
+        out.append((float(pair[0]), float(pair[1])))
+    if len(set(out)) != len(out):
+        raise SpecError("cells.train_missing: the same (audio, video) pair is listed twice")
+    return tuple(out)
 
 
 def _objectives(raw: Mapping) -> tuple[Objective, ...]:
@@ -198,7 +222,9 @@ def _objectives(raw: Mapping) -> tuple[Objective, ...]:
     out = []
     for i, o in enumerate(items):
         where = f"objectives[{i}]"
-        d = _check_keys(o, ("metric", "condition", "mode"), where)
+        d = dict(_check_keys(o, ("metric", "condition", "mode"), where))
+        if d.get("condition") == "mli":  # one metric, lower is better (docs/imbalance.md)
+            d = {"metric": "mli", "mode": "min", **d}
         obj = Objective(**{k: _typed(v, str, f"{where}.{k}") for k, v in d.items()})
         _choice(obj.metric, METRICS, f"{where}.metric")
         _choice(obj.condition, CONDITIONS, f"{where}.condition")
@@ -295,8 +321,27 @@ def _objective_problems(spec: StudySpec) -> list[str]:
     """An objective's metric must exist for the task (macro_f1 for categorical, CCC for dimensional)."""
     categorical = ("macro_f1", "accuracy", "uar")
     wrong = categorical if spec.task.kind == "dimensional" else tuple(m for m in METRICS if m.startswith("ccc"))
-    return [f"objectives[{i}].metric: {o.metric} is not a metric of a {spec.task.kind} task"
-            for i, o in enumerate(spec.objectives) if o.metric in wrong]
+    out = [f"objectives[{i}].metric: {o.metric} is not a metric of a {spec.task.kind} task"
+           for i, o in enumerate(spec.objectives) if o.metric in wrong]
+    return out + _imbalance_objective_problems(spec)
+
+
+def _imbalance_objective_problems(spec: StudySpec) -> list[str]:
+    """MEI and MLI as objectives: MLI is its own metric and needs the gradient norms logged; the
+    MEI of a loss is not defined (docs/imbalance.md)."""
+    out = []
+    logged = spec.fixed.get("log_grad_norms", True) and "log_grad_norms" not in spec.search
+    for i, o in enumerate(spec.objectives):
+        where = f"objectives[{i}]"
+        if (o.condition == "mli") != (o.metric == "mli"):
+            out.append(f"{where}: metric mli is the one metric of condition mli (got condition "
+                       f"{o.condition}, metric {o.metric})")
+        if o.condition == "mli" and not logged:
+            out.append(f"{where}.condition: mli needs the gradient norms: fixed.log_grad_norms is "
+                       "false or searched")
+        if o.condition == "mei" and o.metric == "loss":
+            out.append(f"{where}.metric: the MEI of a loss is not defined; use a score metric")
+    return out
 
 
 def _data_conditions(spec: StudySpec) -> list[str]:
@@ -304,6 +349,11 @@ def _data_conditions(spec: StudySpec) -> list[str]:
     searching one inside a cell needs `search_data_conditions: true`."""
     from search_spaces import DATA_CONDITIONS, space_keys
 
+    if spec.cells.train_missing:  # per-modality cells fix both data conditions
+        searched = set(spec.search) | {k for name in spec.spaces for k in space_keys(name)}
+        return [f"{where}.audio_only_share: fixed by cells.train_missing (per-modality rates)"
+                for where, keys in (("fixed", spec.fixed), ("search", searched))
+                if "audio_only_share" in keys]
     if spec.search_data_conditions:
         return []
     out = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study.data.folds import FoldsSpec
+from study.data.protocol import from_missing_rates
 from study.training.config import objective_key, primary_metric
 from study.vocab import SELECT_CONDITIONS
 
@@ -21,7 +22,7 @@ SCHEDULERS = ("asha", "moasha", "none")  # moasha: multi-objective ASHA (study/r
 MODES = ("auto", "inline", "train")
 CONDITIONS = SELECT_CONDITIONS  # an objective's condition: one evaluated on dev every epoch
 METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
-           "ccc_dominance")
+           "ccc_dominance", "mli")  # mli: only with condition mli
 
 
 class SpecError(ValueError):
@@ -51,9 +52,14 @@ class TaskSpec:
 class Cells:
     fusion: tuple[str, ...] = ("vavl",)
     train_missing_rate: tuple[float, ...] = (0.0,)
+    train_missing: tuple[tuple[float, float], ...] = ()  # per-modality (p_audio, p_video) cells
 
     def items(self) -> list[dict]:
-        """[{fusion, train_missing_rate}] in spec order (fusion-major)."""
+        """[{fusion, train_missing_rate}] in spec order (fusion-major); per-modality cells also
+        fix audio_only_share (study/data/protocol.py from_missing_rates)."""
+        if self.train_missing:
+            return [{"fusion": f, **from_missing_rates(pa, pv)}
+                    for f, (pa, pv) in itertools.product(self.fusion, self.train_missing)]
         return [{"fusion": f, "train_missing_rate": r}
                 for f, r in itertools.product(self.fusion, self.train_missing_rate)]
 
@@ -166,6 +172,11 @@ class StudySpec:
             d.pop("search_folds")  # spec.yaml of one-partition studies unchanged
         if not self.search_data_conditions:  # the default: spec.yaml of older studies unchanged
             d.pop("search_data_conditions")
+        if self.cells.train_missing:  # per-modality cells: the shared rate is not given
+            d["cells"] = {"fusion": list(self.cells.fusion),
+                          "train_missing": [{"audio": a, "video": v} for a, v in self.cells.train_missing]}
+        else:
+            d["cells"].pop("train_missing")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
         for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {}),
                              ("search", {}), ("baselines", True)):
