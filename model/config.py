@@ -26,6 +26,7 @@ def _fusions() -> tuple[str, ...]:
 
 POOLINGS = ("mean", "mean_std")  # temporal pooling of the encoders' frames (model/pooling.py)
 CONFORMER_INITS = ("default", "xavier")  # PyTorch's | the official conformer's Linear wrapper
+UNIMODAL_LOSSES = ("share", "mean")  # how a unimodal head's loss counts its samples (model/vavl.py loss)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class ModelConfig:
     recon_weight: float = key(1.0, bound=NON_NEGATIVE,
                               doc="x the official weight (2 categorical, 1 dimensional); 0 removes the heads")
     unimodal_weight: float = key(1.0, bound=NON_NEGATIVE, doc="weight of the audio/video head losses")
+    unimodal_loss: str = key("share", choices=UNIMODAL_LOSSES,
+                             doc="share: every sample weighs 1/B (VAVL); mean: each head's loss is the mean "
+                                 "over the samples with its stream (modality-balanced, docs/imbalance.md)")
     head_hidden: int = key(256, bound=AT_LEAST_1, doc="MLP head: d_in -> d_model -> head_hidden -> K")
     head_bottleneck_relu: bool = key(False, doc="ReLU between head_hidden and K (official MLP: none)")
     pooling: str = key("mean", choices=POOLINGS,

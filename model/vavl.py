@@ -210,7 +210,8 @@ class AVModel(nn.Module):
         Joint and detached passes: every sample of the B in the batch weighs 1/B in each term it
         takes part in, whatever its pairing (model.losses.share_weighted, recon_sum):
           task   the fusion output on the P paired samples (P/B x mean);
-          audio  the audio head on the samples with audio; video likewise;
+          audio  the audio head on the samples with audio (N_a/B x mean; the mean alone with
+                 unimodal_loss "mean"); video likewise;
           recon  per-sample MSE of the reconstructed pooled input, summed over present modalities;
           total = task + unimodal_weight * (audio + video) + recon_weight * RECON_WEIGHT[task] * recon
                   + weighted fusion aux losses.
@@ -232,7 +233,7 @@ class AVModel(nn.Module):
                       else share_weighted(fusion_pred.float(), batch.target[out.pair_idx], cfg.task, b)}
             for m in MODALITIES:
                 e = out.encoded(m)
-                losses[m] = zero if e is None else share_weighted(e.pred.float(), batch.target[e.idx], cfg.task, b)
+                losses[m] = zero if e is None else self._unimodal_loss(e, batch)
             total = losses["task"] + cfg.unimodal_weight * (losses["audio"] + losses["video"])
             if self.recon is not None:
                 losses["recon"] = _recon_loss(out, b)
@@ -242,6 +243,14 @@ class AVModel(nn.Module):
             total = total + self.fusion.aux_weights.get(name, 1.0) * value
         losses["total"] = total
         return losses
+
+    def _unimodal_loss(self, e: Encoded, batch: Batch) -> Tensor:
+        """One head's loss on its N_m samples: N_m/B x mean (`share`, VAVL), or the mean alone
+        (`mean`: each modality's loss weighs 1 per batch however rarely its stream is present)."""
+        pred, target = e.pred.float(), batch.target[e.idx]                 # (N_m, K)
+        if self.cfg.unimodal_loss == "mean":
+            return task_loss(pred, target, self.cfg.task)
+        return share_weighted(pred, target, self.cfg.task, batch.size)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Two groups for one AdamW: matrices/conv kernels decay; norms, biases, scalars do not."""

@@ -74,7 +74,7 @@ def test_deterministic(tmp_path):
 def test_unknown_preset_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="known-answer"):
         make_corpus(tmp_path / "x", preset="cremad", scale="tiny", progress=False)
-    assert preset_names() == ["crema-d", "known-answer", "known-interaction"]
+    assert preset_names() == ["crema-d", "known-answer", "known-interaction", "known-redundant"]
 
 
 def _ensure(out: str, answer: str) -> None:  # a child process: what it got, through a file

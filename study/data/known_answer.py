@@ -21,7 +21,12 @@ during one time segment, on top of speaker identity, shared sentence content and
 - face / none differ only in video; rise / fall only in audio.
 
 Presets: `known-answer` (all six classes, uniform balance), `known-interaction` (xor_same and
-xor_diff only). Hard labels are the generating class (no label noise); soft labels put 0.9 on it.
+xor_diff only), `known-redundant` (four classes that each stream tells apart on its own, with cues
+of equal strength, weaker than the others' (REDUNDANT_CUE): audio +A, -A, +P, -P and video +F,
+-F, +G, -G in the same segment, and the sentence content at full weight in both streams (0.5 in
+video in the other presets), so that trained with both streams the two modalities score alike;
+tests/test_known_imbalance.py trains it with the video mostly missing, docs/imbalance.md). Hard
+labels are the generating class (no label noise); soft labels put 0.9 on it.
 """
 from __future__ import annotations
 
@@ -43,8 +48,12 @@ from study.data.synth import (
 
 CLASSES = ("xor_same", "xor_diff", "rise", "fall", "face", "none")
 INTERACTION_CLASSES = ("xor_same", "xor_diff")
+# class -> (audio cue, video cue) as (sign, direction): either stream alone names the class
+REDUNDANT = {"both_1": ((1.0, "A"), (1.0, "F")), "both_2": ((-1.0, "A"), (-1.0, "F")),
+             "both_3": ((1.0, "P"), (1.0, "G")), "both_4": ((-1.0, "P"), (-1.0, "G"))}
 CUE = 5.0                 # cue amplitude (latent units; frame noise has std 1 per latent dim)
 SPEAKER_SD = 0.5
+REDUNDANT_CUE = 2.0       # known-redundant's cue amplitude: learnable, not at a glance
 
 
 @dataclass(frozen=True)
@@ -93,15 +102,22 @@ def _manifest(classes: tuple[str, ...]):
     return make
 
 
-def _utterance(world: _World, sc: SynthScale, seed: int, i: int, row: pd.Series):
-    """Frames for utterance i: ((Ta, Da), (Tv, Dv)) float32 in (-1, 1)."""
+def _utterance_of(video_content: float):
+    def make(world: _World, sc: SynthScale, seed: int, i: int, row: pd.Series):
+        return _utterance(world, sc, seed, i, row, video_content)
+    return make
+
+
+def _utterance(world: _World, sc: SynthScale, seed: int, i: int, row: pd.Series, video_content: float = 0.5):
+    """Frames for utterance i: ((Ta, Da), (Tv, Dv)) float32 in (-1, 1). `video_content`: the
+    weight of the shared sentence content in the video stream (the audio's is 1)."""
     rng = np.random.default_rng([seed, 12, i])
     spk = int(row["speaker"]) - 2001
     sent = SENTENCES.index(row["sentence"])
     duration = float(np.clip(rng.lognormal(np.log(2.5), 0.2), 1.6, 4.0))
     audio_cues, video_cues = _cues(rng, world, row["label"], duration)
     za = _stream(rng, world.speaker_a[spk], world.sentence[sent], audio_cues, duration, sc.audio_hz, sc.noise)
-    zv = _stream(rng, world.speaker_v[spk], world.sentence[sent] * 0.5, video_cues, duration,
+    zv = _stream(rng, world.speaker_v[spk], world.sentence[sent] * video_content, video_cues, duration,
                  sc.video_hz, sc.noise)
     return (row["utt_id"], np.tanh(za @ world.proj_a).astype(np.float32),
             np.tanh(zv @ world.proj_v).astype(np.float32))
@@ -119,6 +135,10 @@ def _cues(rng: np.random.Generator, world: _World, label: str, duration: float):
         first, second = ("P", "Q") if label == "rise" else ("Q", "P")
         half = length / 2
         return [(onset, half, c[first]), (onset + half, half, c[second])], []
+    if label in REDUNDANT:
+        (sa, da), (sv, dv) = REDUNDANT[label]
+        k = REDUNDANT_CUE / CUE
+        return [(onset, length, k * sa * c[da])], [(onset, length, k * sv * c[dv])]
     if label == "face":
         return [], [(onset, length, c["G"])]
     return [], []
@@ -143,12 +163,13 @@ def _meta(classes: tuple[str, ...], preset: str):
     return make
 
 
-def _preset(name: str, classes: tuple[str, ...]) -> Preset:
-    return Preset(world=_world, manifest=_manifest(classes), utterance=_utterance,
+def _preset(name: str, classes: tuple[str, ...], video_content: float = 0.5) -> Preset:
+    return Preset(world=_world, manifest=_manifest(classes), utterance=_utterance_of(video_content),
                   meta=_meta(classes, name))
 
 
 PRESETS = {
     "known-answer": _preset("known-answer", CLASSES),
     "known-interaction": _preset("known-interaction", INTERACTION_CLASSES),
+    "known-redundant": _preset("known-redundant", tuple(REDUNDANT), video_content=1.0),
 }

@@ -129,7 +129,8 @@ class TrainConfig:
                 "selection": f"{condition} {metric} ({mode})", "precision": self.precision,
                 "ogm_ge": self.ogm_ge, "ogm_alpha": self.ogm_alpha if self.ogm_ge else None,
                 "modality_dropout_curriculum": self.protocol.modality_dropout_curriculum,
-                "unimodal_weight": m.unimodal_weight, "recon_weight": m.recon_weight,
+                "unimodal_weight": m.unimodal_weight, "unimodal_loss": m.unimodal_loss,
+                "recon_weight": m.recon_weight,
                 "aux_weights": _aux_weights(m)}
 
     def to_flat(self) -> dict:
