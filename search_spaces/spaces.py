@@ -86,8 +86,10 @@ def missing(trial) -> dict:
 def balance(trial) -> dict:
     """Training that balances the modalities (docs/imbalance.md): curriculum modality dropout
     (the rate rises over the first E epochs to its maximum; MuteBench, arXiv 2605.15235) and
-    OGM-GE gradient modulation with its strength alpha (Peng et al., CVPR 2022)."""
+    OGM-GE gradient modulation with its strength alpha (Peng et al., CVPR 2022), and the
+    modality-balanced unimodal loss (each head's loss the mean over the samples with its stream)."""
     out = {"modality_dropout": trial.suggest_float("modality_dropout", 0.0, 0.5),
+           "unimodal_loss": trial.suggest_categorical("unimodal_loss", ["share", "mean"]),
            "modality_dropout_curriculum": trial.suggest_categorical("modality_dropout_curriculum", [0, 3, 6]),
            "ogm_ge": trial.suggest_categorical("ogm_ge", [False, True])}
     if out["ogm_ge"]:

@@ -187,6 +187,25 @@ def test_ablation_switches_change_parameters():
     assert not torch.allclose(m_res(b).pred, m_nores(b).pred)
 
 
+def test_unimodal_loss_mean_weighs_a_rare_stream_fully():
+    # video on 1 of 4 samples: `share` counts its head loss as 1/4 of that sample's CE, `mean` as all of it
+    has_v = torch.tensor([True, False, False, False])
+    losses = {}
+    for how in ("share", "mean"):
+        cfg = tiny(unimodal_loss=how)
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        b = random_batch(cfg, 4, has_video=has_v, seed=3)
+        out = model(b)
+        losses[how] = model.loss(out, b)
+        e = out.encoded("video")
+        ce = soft_cross_entropy(e.pred.float(), b.target[e.idx])
+        assert float(losses[how]["video"]) == pytest.approx(float(ce) * (0.25 if how == "share" else 1.0), rel=1e-5)
+    assert float(losses["share"]["audio"]) == pytest.approx(float(losses["mean"]["audio"]), rel=1e-5)  # all have it
+    with pytest.raises(ValueError, match="unimodal_loss"):
+        tiny(unimodal_loss="sum")
+
+
 def test_recon_weight_zero_has_no_recon_loss():
     cfg = tiny(recon_weight=0.0)
     model = build_model(cfg)
