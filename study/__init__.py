@@ -8,5 +8,5 @@
   `study.training`, `study.data`, `search_spaces`.
 - `study.cli`: the `avstudy` command, on top of all three (imports them lazily).
 
-Layers import only downwards (tests/test_architecture.py checks it).
+Layers import only downwards (tests/quality/test_architecture.py checks it).
 """

@@ -25,7 +25,7 @@ xor_diff only), `known-redundant` (four classes that each stream tells apart on 
 of equal strength, weaker than the others' (REDUNDANT_CUE): audio +A, -A, +P, -P and video +F,
 -F, +G, -G in the same segment, and the sentence content at full weight in both streams (0.5 in
 video in the other presets), so that trained with both streams the two modalities score alike;
-tests/test_known_imbalance.py trains it with the video mostly missing, docs/imbalance.md). Hard
+tests/studies/test_known_imbalance.py trains it with the video mostly missing, docs/imbalance.md). Hard
 labels are the generating class (no label noise); soft labels put 0.9 on it.
 """
 from __future__ import annotations

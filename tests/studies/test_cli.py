@@ -15,7 +15,7 @@ from study.cli import load_flat_config, main
 from study.runs.console import LiveView
 from study.runs.spec import SpecError, spec_from_dict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "name": "tinycli", "dataset": {"synth": {"scale": "tiny", "seed": 0}}, "model_preset": "tiny",
     "spaces": ["optimisation_tiny"],

@@ -23,7 +23,7 @@ import yaml
 from study.runs.spec import SpecError, spec_from_dict, study_paths, study_remote
 from study.runs.storage import MIRRORED, StudyMirror, join_uri
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_results import FakeStudy, write_study
 
 from tests.ports import free_port
@@ -31,7 +31,7 @@ from tests.ports import free_port
 pafs = pytest.importorskip("pyarrow.fs")
 pytest.importorskip("moto")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "avstudy-test"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -24,7 +24,7 @@ import yaml
 
 from tests.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKER_TYPE = {"CPU": 1, "GPU": 1}  # one fake GPU per worker node (a g5 instance detects its own)
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from study.runs.spec import SpecError, StudySpec, load_spec, max_concurrent, spec_from_dict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {
     "name": "t", "dataset": {"synth": {"scale": "tiny"}}, "model_preset": "tiny",
     "spaces": ["architecture_tiny", "optimisation"],

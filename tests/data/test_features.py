@@ -367,7 +367,7 @@ def test_offline_wav2vec2_prints_the_projects_message(tmp_path):
     cmd = [sys.executable, "-m", "study.cli", "features", "extract", "--corpus", "crema-d", "--root",
            str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--video", "none", "--audio-model",
            "avstudy-tests/not-a-cached-model", "--workers", "1", "--no-progress"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=300)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text  # runtime: the request is valid, the model is not here

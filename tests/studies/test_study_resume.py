@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = {
     "name": "resume", "dataset": {"synth": {"scale": "tiny", "seed": 0}}, "model_preset": "tiny",
     "spaces": ["optimisation", "missing"],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "cluster.yaml").read_text()
 CONFIG = yaml.safe_load(TEXT)
 validate_config = pytest.importorskip("ray.autoscaler._private.util").validate_config

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_results import FakeStudy, write_study  # noqa: E402
 
 from reports import cli, export, paper, stats  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("model", "study", "search_spaces", "reports")
 # study's layers, lowest first: a layer imports only from layers at or below it
 LEAVES = ("study.vocab", "study.keys", "study.fsio", "study.pareto")  # shared by study, model and reports

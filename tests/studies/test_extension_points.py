@@ -19,7 +19,7 @@ from model.registry import FUSIONS, Strategy
 from search_spaces import combine
 from study.runs.spec import SpecError, spec_from_dict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SumFusion(FusionStrategy):

@@ -76,6 +76,7 @@ def test_paired_edges_carry_their_interval_and_level():
     zero = stats.paired([1, 2, None], [1, 2, 5])                      # the None pair is dropped
     assert (zero.d_z, zero.p_value, zero.test) == (0.0, 1.0, "paired t-test (every difference zero)")
     assert (zero.diff.n, zero.diff.mean) == (2, 0.0)
+    assert stats.paired([1.0, 2.0, 3.0], [0.5, None, 2.5]).diff.n == 2        # a None in b too
     const = stats.paired([1.0, 2.0], [1.5, 2.5])
     assert (const.d_z, const.p_value, const.test) == (-math.inf, 0.0, "paired t-test (constant difference)")
     assert const.diff.mean == -0.5 and const.diff.n == 2

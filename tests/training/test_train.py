@@ -48,7 +48,7 @@ def test_dimensional_task_and_soft_labels(tiny_corpus):
     assert np.allclose(target.sum(1), 1) and (target.max(1) < 1).any()
 
 
-# best-epoch selection on dev and the single test evaluation: tests/test_selection.py
+# best-epoch selection on dev and the single test evaluation: tests/studies/test_selection.py
 
 
 def test_early_stopping_on_patience(tiny_corpus):

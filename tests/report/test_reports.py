@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_results import FakeStudy, make_tables, write_study
 
 from reports import cli, gather, html, paper, stats, tables
@@ -218,7 +218,7 @@ def test_stats_intervals_and_tests():
     assert (m, hi - m) == pytest.approx((2.0, 4.302652729911275 / math.sqrt(3)))
     assert stats.t_interval([5.0]) == (5.0, 5.0, 5.0)
     assert stats.paired([1, 2], [1, 2]).p_value == 1.0  # every difference zero
-    # (Student-t, paired t-test, BCa and the corrections: tests/test_reports_stats.py)
+    # (Student-t, paired t-test, BCa and the corrections: tests/report/test_reports_stats.py)
 
 
 # ---------------------------------------------------------------- importance

@@ -18,7 +18,7 @@ import pytest
 
 from study.runs.storage import StudyInUse, StudyLock, optuna_storage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOLD = ("import sys, time; from study.runs.storage import StudyLock; "
         "StudyLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_results import ALL_FAMILIES, FakeStudy, write_study
 
 from reports.build import write_index, write_report

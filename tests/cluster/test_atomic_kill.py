@@ -18,7 +18,7 @@ import pytest
 
 from study.vocab import StudyDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_TEXT = 20_000_000     # characters of a text/JSON payload
 N_ROWS = 1_000_000       # rows of a parquet payload
 

@@ -23,7 +23,8 @@ from study.data.protocol import (
     robustness,
 )
 from study.training.config import config_from_flat
-from study.training.session import Session, _robustness_row
+from study.training.evaluation import _robustness_row
+from study.training.session import Session
 
 UTTS = [f"u{i}" for i in range(300)]
 
