@@ -80,7 +80,7 @@ def _seen_batches(session: Session, monkeypatch) -> list:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from tests.test_normalize import _scaled_corpus
+    from tests.data.test_normalize import _scaled_corpus
     torch.set_num_threads(1)
     return _scaled_corpus(tmp_path_factory.mktemp("aug") / "ds", n_per_split=(120, 9, 9))
 
