@@ -7,7 +7,8 @@ only validates a spec or lists a search space never loads torch.
 Adding a strategy: write its class (a `model.fusion.FusionStrategy`, in its own module if you
 like), then add one entry here with its own keys (each declared with its rule: they become flat
 config keys, read as `cfg.<key>`), its define-by-run parameters and the training schedule it runs
-under `schedule: auto`. Its keys are prefixed by its name; nothing else needs to change.
+under `schedule: auto` (and `packable=False` if its forward mixes samples, as a contrastive loss
+does). Its keys are prefixed by its name; nothing else needs to change.
 
 Schedules (study/training/session.py):
 - "detached": one forward/backward per batch; the unimodal losses train the encoders and heads,
@@ -55,6 +56,9 @@ class Strategy:
     schedule: str = "detached"  # training schedule under `schedule: auto` (see the module doc)
     keys: Mapping[str, KeySpec] = field(default_factory=dict)  # its own config keys and rules
     check: Callable[[Any], list[str]] = no_check  # rules tying its keys to the model's
+    # per-sample and without batch-level auxiliary losses, so K stacked copies can train as one
+    # vmapped model (model/packed.py); tests/modelling/test_packed.py holds every True to it
+    packable: bool = True
 
 
 def _gated(trial) -> dict:
@@ -124,7 +128,7 @@ FUSIONS: dict[str, Strategy] = {
                       keys={"xattn_layers": opt(2, bound=AT_LEAST_1, doc="cross-attention layers")}),
     "foalnet": Strategy("model.fusion:FoalNetFusion", _foalnet, temporal=True, schedule="fused",
                         doc="Foal-Net: contrastive alignment + label matching, then fusion",
-                        keys=FOAL_KEYS, check=_foal_check),
+                        keys=FOAL_KEYS, check=_foal_check, packable=False),
 }
 
 

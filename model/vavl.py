@@ -150,17 +150,30 @@ class AVModel(nn.Module):
         if idx.numel() == 0:
             return None
         x, mask = _subset_frames(getattr(batch, modality), getattr(batch, f"{modality}_mask"), idx)
+        return Encoded(idx, mask=mask, **self.trunk(modality, x, mask))
+
+    def trunk(self, modality: str, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """The per-sample path of one modality: (N, T, D_in) frames of samples that have it ->
+        frames, pooled, pred, input_pooled (and recon, recon_target). No sample sees another, so
+        model/packed.py runs it under vmap for K stacked models."""
         h = self.encoders[modality](x, mask)  # (N, T, D)
         if self.shared is not None:
             h = self.shared(h, mask)
         pooled = self.pool[modality](h, mask)  # (N, D)
-        out = Encoded(idx, h, mask, pooled, self.heads[modality](pooled), masked_mean(x, mask).float())
+        out = {"frames": h, "pooled": pooled, "pred": self.heads[modality](pooled),
+               "input_pooled": masked_mean(x, mask).float()}
         if self.recon is not None:
-            out.recon = self.recon[modality](pooled)
-            out.recon_target = out.input_pooled
+            out["recon"] = self.recon[modality](pooled)
+            out["recon_target"] = out["input_pooled"]
         return out
 
     def _fuse(self, batch: Batch, enc: dict[str, Encoded | None], detach: bool = False):
+        pair_idx, inp = self.fusion_input(batch, enc, detach)
+        return pair_idx, None if inp is None else self.fusion(inp)
+
+    def fusion_input(self, batch: Batch, enc: dict[str, Encoded | None],
+                     detach: bool = False) -> tuple[Tensor, FusionInput | None]:
+        """The paired samples' (P,) positions and what the fusion strategy sees (None if P = 0)."""
         pair = batch.has_audio & batch.has_video
         pair_idx = pair.nonzero().squeeze(1)  # (P,)
         if pair_idx.numel() == 0:
@@ -177,7 +190,7 @@ class AVModel(nn.Module):
             video_input=enc["video"].input_pooled[rows["video"]])
         if detach:
             inp = FusionInput(**{k: None if v is None else v.detach() for k, v in vars(inp).items()})
-        return pair_idx, self.fusion(inp)
+        return pair_idx, inp
 
     def _route(self, batch: Batch, enc: dict[str, Encoded | None], pair_idx: Tensor,
                fusion_pred: Tensor | None) -> Tensor:

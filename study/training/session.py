@@ -10,7 +10,9 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +41,33 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class EpochRun:
+    """One training epoch of a session: its draws and what the steps saw."""
+
+    split: Any  # the training split (study.training.loader)
+    has_a: np.ndarray  # (N,) bool, this epoch's stream availability
+    has_v: np.ndarray
+    perturb: Perturbation
+    batches: list[np.ndarray]  # sample indices per step
+    device: torch.device
+    start: float = field(default_factory=time.perf_counter)
+    total: float = 0.0
+    seen: int = 0
+    lost_a: int = 0
+    lost_v: int = 0
+
+    def batch(self, idx: np.ndarray) -> Batch:
+        return self.split.batch(idx, self.has_a, self.has_v, self.perturb).to(self.device)
+
+    def add(self, idx: np.ndarray, loss: float) -> None:
+        """Count a step: its mean loss, and the streams of the batch the model saw."""
+        self.total += loss * len(idx)
+        self.seen += len(idx)
+        self.lost_a += int((~self.has_a[idx]).sum())
+        self.lost_v += int((~self.has_v[idx]).sum())
 
 
 class Session(Evaluation):
@@ -71,8 +100,14 @@ class Session(Evaluation):
     # -- training
 
     def train_epoch(self) -> dict:
+        run = self.begin_epoch()
+        for idx in run.batches:
+            run.add(idx, self._step(run.batch(idx)))
+        return self.end_epoch(run)
+
+    def begin_epoch(self) -> EpochRun:
+        """This epoch's draws: stream availability (protocol + dropout), batch order, perturbation."""
         self.model.train()
-        start = time.perf_counter()
         split = self.splits["train"]
         has_a, has_v = epoch_dropout(len(split), split.has_audio, split.has_video,
                                      self.cfg.protocol, self.epoch)
@@ -80,25 +115,22 @@ class Session(Evaluation):
         order = class_balanced_order(split.label, rng) if self.cfg.class_balanced else None
         batches = bucketed_batches(split.length, self.cfg.batch_size, rng, order)
         batches = shard_batches(batches, self.rank, self.world_size)  # same step count per rank
-        total, seen, lost_a, lost_v = 0.0, 0, 0, 0
         perturb = augmentation(self.cfg.frame_dropout, self.cfg.noise_aug, self.cfg.noise_aug_snr_db,
                                self.cfg.seed, self.epoch)  # frame dropout + noise, this epoch's draws
         self._epoch_stats = {k: [] for k in ("grad_norm_audio", "grad_norm_video",
                                              "ogm_coeff_audio", "ogm_coeff_video")}
-        for idx in batches:
-            batch = split.batch(idx, has_a, has_v, perturb).to(self.device)
-            total += self._step(batch) * len(idx)
-            seen += len(idx)
-            lost_a += int((~has_a[idx]).sum())  # the streams of the batches the model saw
-            lost_v += int((~has_v[idx]).sum())
+        return EpochRun(split, has_a, has_v, perturb, batches, self.device)
+
+    def end_epoch(self, run: EpochRun) -> dict:
         self.epoch += 1
         stats = {k: float(np.mean(v)) if v else float("nan") for k, v in self._epoch_stats.items()}
         if self.cfg.log_grad_norms and self._epoch_stats["grad_norm_audio"]:
             self.grad_history.append((stats["grad_norm_audio"], stats["grad_norm_video"]))
-        return {"epoch": self.epoch, "train_loss": total / max(seen, 1), "samples": seen,
-                "seconds": time.perf_counter() - start,
-                "unpaired_share": float(np.mean(has_a != has_v)),  # one stream: protocol + dropout
-                "missing_audio_share": lost_a / max(seen, 1), "missing_video_share": lost_v / max(seen, 1),
+        seen = max(run.seen, 1)
+        return {"epoch": self.epoch, "train_loss": run.total / seen, "samples": run.seen,
+                "seconds": time.perf_counter() - run.start,
+                "unpaired_share": float(np.mean(run.has_a != run.has_v)),  # one stream: protocol + dropout
+                "missing_audio_share": run.lost_a / seen, "missing_video_share": run.lost_v / seen,
                 **stats}
 
     def _step(self, batch: Batch) -> float:
