@@ -78,7 +78,8 @@ def test_packed_steps_equal_separate_steps(fusion):
             loss["total"].backward()
             torch.nn.utils.clip_grad_norm_(ref[k].parameters(), 1.0)
             torch_opts[k].step()
-            assert float(losses[k]["total"].detach()) == pytest.approx(float(loss["total"].detach()), rel=1e-5, abs=1e-6)
+            want = float(loss["total"].detach())
+            assert float(losses[k]["total"].detach()) == pytest.approx(want, rel=1e-5, abs=1e-6)
             assert torch.allclose(outs[k].pred, out.pred, atol=1e-5)
     pack.load_members()
     for k in range(K):
