@@ -164,6 +164,11 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
         _report_with_checkpoint(runs, own_time, metrics, report, make_checkpoint, save)
 
 
+def is_pack(config: dict) -> bool:
+    """A packed job (study/runs/packs.py): several members trained as one stacked model."""
+    return "pack" in config.get("job", {})
+
+
 def _session(flat: dict, ctx: TrialContext, fold: int, wrap_model):
     from study.data.dataset import open_dataset
     from study.training.session import Session
@@ -270,6 +275,12 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     ctx = TrialContext.from_dict(loop_config["ctx"])
+    if is_pack(loop_config["config"]):  # one worker: no DDP
+        from study.runs.packs import pack_loop
+
+        return pack_loop(loop_config["config"], ctx, report=ray.train.report,
+                         get_checkpoint=ray.train.get_checkpoint,
+                         make_checkpoint=ray.train.Checkpoint.from_directory)
     worker_loop(loop_config["config"], ctx, report=ray.train.report,
                 get_checkpoint=ray.train.get_checkpoint,
                 make_checkpoint=ray.train.Checkpoint.from_directory,
@@ -315,6 +326,11 @@ def train_driver(config: dict, ctx: TrialContext) -> None:
 
 def inline_trial(config: dict, ctx: TrialContext) -> None:
     """Tune trainable: the per-worker loop inside the trial itself (1 worker, no worker group)."""
+    if is_pack(config):
+        from study.runs.packs import pack_loop
+
+        return pack_loop(config, ctx, report=tune.report, get_checkpoint=tune.get_checkpoint,
+                         make_checkpoint=tune.Checkpoint.from_directory)
     worker_loop(config, ctx, report=tune.report, get_checkpoint=tune.get_checkpoint,
                 make_checkpoint=tune.Checkpoint.from_directory)
 

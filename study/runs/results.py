@@ -135,6 +135,7 @@ def trial_rows(rec: TrialRecord, *, spec: StudySpec, stage: str, trial_id: str,
             {k: flat.get(k) for k in ("train_missing_rate", "audio_only_share",
                                       "modality_dropout", "seed")}),
         "started_at": started, "finished_at": finished,
+        "pack_id": rec.last.get("pack_id"),  # the Tune trial it trained in, packed (None: alone)
     }
     base.update({f"param__{k}": _param_value(flat[k]) for k in searched if k in flat})
     base.update(normalize=bool(rec.last.get("normalize", flat.get("normalize", True))),

@@ -266,6 +266,8 @@ class Sweep:
     def rerun_and_final(self) -> None:
         from ray import tune
 
+        from study.runs.packs import pack_jobs, unpack_records
+
         spec = self.spec
         if _marker(self.dir, "rerun").exists() and _marker(self.dir, "final").exists():
             return
@@ -274,8 +276,11 @@ class Sweep:
         records = []
         if jobs:
             ctx = trial_context(spec, self.ray_storage, "rerun", evaluate_test=True)
-            records = self._fit("rerun", ctx, {"num_samples": 1},
-                                {"job": tune.grid_search(jobs)}, {"stage": "rerun"})
+            jobs, why_not = pack_jobs(jobs, spec.resources.pack, ctx)
+            if why_not and self.verbose:
+                print(f"rerun: some jobs train alone, not packed: {why_not}")
+            records = unpack_records(self._fit("rerun", ctx, {"num_samples": 1},
+                                               {"job": tune.grid_search(jobs)}, {"stage": "rerun"}))
         rerun_rows, final_rows, curves = [], [], []
         for rec in records:
             meta = rec.config["job"]["meta"]

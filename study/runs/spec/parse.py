@@ -234,7 +234,7 @@ def _objectives(raw: Mapping) -> tuple[Objective, ...]:
 
 def _resources(raw: Mapping) -> Resources:
     types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
-             "mode": str, "max_concurrent_trials": (int, type(None))}
+             "mode": str, "max_concurrent_trials": (int, type(None)), "pack": int}
     r = _section(raw, "resources", Resources, types)
     _positive(r.workers, "resources.workers")
     _positive(r.cpus_per_worker, "resources.cpus_per_worker")
@@ -249,6 +249,7 @@ def _resources(raw: Mapping) -> Resources:
                         f"but resources.workers={r.workers}")
     if r.max_concurrent_trials is not None:
         _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
+    _positive(r.pack, "resources.pack")
     return r
 
 

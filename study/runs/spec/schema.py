@@ -93,6 +93,9 @@ class Resources:
     gpus_per_worker: float = 0.0  # fractional (e.g. 0.25) lets several trials share one GPU
     mode: str = "auto"  # auto: inline when 1 worker and no GPU, else Ray Train worker group
     max_concurrent_trials: int | None = None  # None: computed from the cluster (see max_concurrent)
+    # rerun stage: up to this many seeds x folds of one configuration train as one packed trial
+    # (one stacked model, study/runs/packs.py) where their shapes allow; 1 = every job alone
+    pack: int = 4
 
     @property
     def inline(self) -> bool:
