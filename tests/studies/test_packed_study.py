@@ -8,9 +8,14 @@ import torch
 
 from study.runs.spec import spec_from_dict
 from study.runs.stages import sweep
-from tests.studies.test_study_ray import _spec, monkeypatch_module, synth_cache  # noqa: F401
+from tests.studies.test_study_ray import _spec
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def synth_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path / "avcache"))
 
 
 def _study(tmp_path, pack: int):
