@@ -169,31 +169,27 @@ class PackedModel(nn.Module):
             for name, p in self.members[k].named_parameters():
                 p.copy_(self.stack[name][k])
 
-    def touched(self, batches: Sequence[Batch | None]) -> dict[str, Tensor]:
-        """name -> (K,) bool: the members whose loss graph reaches the parameter this step, i.e.
-        where torch would give it a gradient (not None) in the member's own model."""
-        dev = next(iter(self.stack.values())).device
-        has = {m: torch.tensor([b is not None and bool(getattr(b, f"has_{m}").any()) for b in batches],
-                               device=dev) for m in MODALITIES}
-        paired = torch.tensor([b is not None and bool(b.paired.any()) for b in batches], device=dev)
-        either = has["audio"] | has["video"]
-        return {name: _part_touched(name, has, paired, either) for name in self.stack}
+    def touched(self, batches: Sequence[Batch | None]) -> Tensor:
+        """(K, len(PARTS)) bool: the members whose loss graph reaches each part this step, i.e.
+        where torch would give its parameters a gradient (not None) in the member's own model."""
+        has = {m: [b is not None and bool(getattr(b, f"has_{m}").any()) for b in batches] for m in MODALITIES}
+        paired = [b is not None and bool(b.paired.any()) for b in batches]
+        rows = [[has["audio"][k], has["video"][k], has["audio"][k] or has["video"][k], paired[k]]
+                for k in range(len(batches))]
+        return torch.tensor(rows, device=next(iter(self.stack.values())).device)
 
 
-def modality_of(name: str) -> str | None:
-    """The modality whose own modules hold parameter `name` (AVModel.modality_parameters:
-    encoder, pooling, head, reconstruction head); None for the shared block and the fusion."""
+PARTS = ("audio", "video", "shared", "fusion")  # what a parameter belongs to (`part_of`)
+
+
+def part_of(name: str) -> str:
+    """The part of AVModel holding parameter `name`: a modality's own modules (encoder, pooling,
+    head, reconstruction head: AVModel.modality_parameters), the fusion strategy, or "shared"
+    (the shared block: trained by either modality)."""
     for m in MODALITIES:
         if any(name.startswith(f"{part}.{m}.") for part in ("encoders", "pool", "heads", "recon")):
             return m
-    return None
-
-
-def _part_touched(name: str, has: dict[str, Tensor], paired: Tensor, either: Tensor) -> Tensor:
-    m = modality_of(name)
-    if m is not None:
-        return has[m]
-    return paired if name.startswith("fusion.") else either
+    return "fusion" if name.startswith("fusion.") else "shared"
 
 
 def _pad_frames(items: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor, Tensor]:
@@ -254,66 +250,87 @@ class MemberOptim:
 
 class StackedAdam:
     """torch.optim.Adam / AdamW over stacked (K, ...) parameters, each member with its own
-    hyperparameters and step counts. `step(touched)` updates member k of a parameter only where
-    touched[name][k] (torch skips a parameter whose gradient is None)."""
+    hyperparameters and step counts, computed on one (K, P) buffer (parameters ordered by part)
+    so a step is a few dozen tensor operations whatever the parameter count.
+
+    `step(touched)` ((K, len(PARTS)) bool, PackedModel.touched) updates member k of a part only
+    where it is touched: torch skips a parameter whose gradient is None, step count included."""
 
     def __init__(self, stack: dict[str, nn.Parameter], members: Sequence[MemberOptim]):
         kinds = {m.kind for m in members}
         if len(kinds) != 1 or not kinds <= set(OPTIMIZERS):
             raise ValueError(f"a pack needs one optimizer kind of {OPTIMIZERS}, got {sorted(kinds)}")
         self.kind = kinds.pop()
-        self.stack = stack
-        p0 = next(iter(stack.values()))
-        col = {f: torch.tensor([getattr(m, f) for m in members], dtype=torch.float64, device=p0.device)
-               for f in ("lr", "beta1", "beta2", "weight_decay", "grad_clip", "eps")}
-        self.h = col  # (K,) float64 each
-        self.state = {k: {"m": torch.zeros_like(p), "v": torch.zeros_like(p),
-                          "step": torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)}
-                      for k, p in stack.items()}
+        self.names = sorted(stack, key=lambda n: PARTS.index(part_of(n)))  # stable: model order within a part
+        self.params = [stack[n] for n in self.names]
+        k, p0 = len(members), self.params[0]
+        self.sizes = [p[0].numel() for p in self.params]
+        self.part_sizes = torch.tensor([sum(n for n, name in zip(self.sizes, self.names) if part_of(name) == part)
+                                        for part in PARTS], device=p0.device)
+        col = lambda f: torch.tensor([[getattr(m, f)] for m in members], dtype=torch.float64, device=p0.device)
+        self.h = {f: col(f) for f in ("lr", "beta1", "beta2", "weight_decay", "grad_clip", "eps")}  # (K, 1)
+        decays = torch.cat([torch.full((n,), self.kind != "adamw" or p.ndim - 1 >= 2, device=p0.device)
+                            for n, p in zip(self.sizes, self.params)])  # (P,) "adamw": matrices only
+        self.wd = (self.h["weight_decay"] * decays).to(p0.dtype)  # (K, P)
+        total = sum(self.sizes)
+        self.state = {"m": p0.new_zeros(k, total), "v": p0.new_zeros(k, total),
+                      "step": torch.zeros(k, len(PARTS), dtype=torch.float64, device=p0.device)}
+        self._grad: Tensor | None = None
 
     def zero_grad(self) -> None:
-        for p in self.stack.values():
+        for p in self.params:
             p.grad = None
+        self._grad = None
+
+    def _flat_grad(self) -> Tensor:  # (K, P), zeros where no member had a gradient
+        if self._grad is None:
+            k = self.params[0].shape[0]
+            self._grad = torch.cat([p.new_zeros(k, n) if p.grad is None else p.grad.reshape(k, -1)
+                                    for p, n in zip(self.params, self.sizes)], 1)
+        return self._grad
+
+    @torch.no_grad()
+    def norms(self, part: str) -> Tensor:
+        """(K,) L2 norm of each member's gradient over one part's parameters (before clipping)."""
+        i = PARTS.index(part)
+        start = int(self.part_sizes[:i].sum())
+        return self._flat_grad()[:, start:start + int(self.part_sizes[i])].norm(dim=1)
 
     @torch.no_grad()
     def clip_(self) -> Tensor:
         """clip_grad_norm_ per member (its grad_clip; 0 = none). Returns the (K,) norms before."""
-        grads = [p.grad for p in self.stack.values() if p.grad is not None]
-        k = self.h["lr"].shape[0]
-        norms = torch.stack([g.reshape(k, -1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (K,)
-        clip = self.h["grad_clip"].to(norms.dtype)
+        g = self._flat_grad()
+        norms = g.norm(dim=1, keepdim=True)  # (K, 1)
+        clip = self.h["grad_clip"].to(g.dtype)
         coef = torch.where(clip > 0, (clip / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))
-        for g in grads:
-            g.mul_(_col(coef, g))
-        return norms
+        g.mul_(coef)
+        return norms.squeeze(1)
 
     @torch.no_grad()
-    def step(self, touched: dict[str, Tensor]) -> None:
-        for name, p in self.stack.items():
-            if p.grad is not None:
-                self._update(p, p.grad, self.state[name], touched[name])
-
-    def _update(self, p: Tensor, g: Tensor, st: dict, on: Tensor) -> None:
-        h = self.h
-        st["step"] += on.to(torch.float64)
-        step = st["step"].clamp(min=1)
-        decays = self.kind != "adamw" or p.ndim - 1 >= 2  # "adamw": matrices and kernels only
-        wd = h["weight_decay"] if decays else torch.zeros_like(h["weight_decay"])
+    def step(self, touched: Tensor) -> None:
+        g, st, h = self._flat_grad(), self.state, self.h
+        p = torch.cat([q.reshape(q.shape[0], -1) for q in self.params], 1)  # (K, P)
+        st["step"] += touched.to(torch.float64)
+        step = st["step"].clamp(min=1)  # (K, parts)
+        expand = lambda t: t.repeat_interleave(self.part_sizes, dim=1)  # (K, parts) -> (K, P)
+        on = expand(touched)
+        lr = h["lr"].to(p.dtype)
         if self.kind == "adam":
-            g = g + _col(wd, p) * p  # L2
+            g = g + self.wd * p  # L2
         else:
-            p.copy_(torch.where(_col(on, p), p * _col(1 - h["lr"] * wd, p), p))
-        b1 = torch.where(on, h["beta1"], torch.ones_like(h["beta1"]))
-        b2 = torch.where(on, h["beta2"], torch.ones_like(h["beta2"]))
-        st["m"].lerp_(g, _col(1 - b1, p))
-        st["v"].mul_(_col(b2, p)).addcmul_(g, g * _col(1 - b2, p))
-        step_size = h["lr"] / (1 - h["beta1"] ** step)  # (K,) float64, as torch's python floats
-        bc2_sqrt = (1 - h["beta2"] ** step).sqrt()
-        denom = st["v"].sqrt() / _col(bc2_sqrt, p) + _col(h["eps"], p)
-        p.copy_(torch.where(_col(on, p), p - _col(step_size, p) * (st["m"] / denom), p))
+            p = torch.where(on, p * (1 - lr * self.wd), p)
+        st["m"].lerp_(g, torch.where(on, (1 - h["beta1"]).to(p.dtype), 0.0))
+        v = st["v"] * h["beta2"].to(p.dtype) + (1 - h["beta2"]).to(p.dtype) * g * g
+        st["v"] = torch.where(on, v, st["v"])
+        step_size = expand(h["lr"] / (1 - h["beta1"] ** step)).to(p.dtype)  # torch: python floats
+        bc2_sqrt = expand((1 - h["beta2"] ** step).sqrt()).to(p.dtype)
+        denom = st["v"].sqrt() / bc2_sqrt + h["eps"].to(p.dtype)
+        p = torch.where(on, p - step_size * (st["m"] / denom), p)
+        for q, new in zip(self.params, p.split(self.sizes, 1)):
+            q.copy_(new.reshape(q.shape))
 
+    def state_dict(self) -> dict:
+        return dict(self.state)
 
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    """(K,) -> (K, 1, ..., 1) in like's dtype (bool stays bool) for broadcasting over a member."""
-    v = v if v.dtype == torch.bool else v.to(like.dtype)
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
+    def load_state_dict(self, state: dict) -> None:
+        self.state = {k: v.to(self.state[k].device) for k, v in state.items()}

@@ -35,6 +35,7 @@ from study.vocab import SELECT_CONDITIONS
 SCHEDULES = ("auto", "fused", "detached", "three_pass")  # auto: the fusion strategy's own (model/registry.py)
 OPTIMIZERS = ("adamw", "adam", "adamw_all")  # adamw: decay on matrices; adam: L2 on all; adamw_all: decoupled on all
 LABEL_KINDS = ("hard", "soft")
+BATCH_ORDERS = ("shuffle", "shared")  # study/training/loader.py shared_order
 # dev conditions of every epoch a checkpoint (or an objective) is chosen on: study/vocab.py
 SELECT_METRICS = ("", "loss", "macro_f1", "accuracy", "uar", "ccc_mean", "ccc_arousal", "ccc_valence",
                   "ccc_dominance", "mli")  # "" = the task's primary metric; mli: only of condition mli
@@ -73,6 +74,10 @@ class TrainConfig:
     noise_aug: float = key(0.0, bound=UNIT, doc="augmentation: share of utterance streams given noise")
     noise_aug_snr_db: float = key(10.0, doc="... at this SNR (dB against the training feature variance)")
     class_balanced: bool = key(False, doc="draw each epoch's samples with replacement, classes equally likely")
+    batch_order: str = key("shuffle", choices=BATCH_ORDERS,
+                           doc="shuffle: the trial's own seed orders its batches; shared: a random order of "
+                               "the batches' length ranks drawn from the epoch alone, the same for every "
+                               "trial of a pack (less padding; each trial's order is as random)")
     grad_clip: float = key(1.0, bound=NON_NEGATIVE, doc="0: no clipping")
     precision: str = key("auto", choices=PRECISIONS, doc="auto: bf16 autocast on CUDA, fp32 on CPU")
     ogm_ge: bool = key(False, doc="balance: OGM-GE gradient modulation of the dominant modality's "
@@ -126,6 +131,7 @@ class TrainConfig:
                 "decay_on": decay_on, "grad_clip": self.grad_clip, "batch_size": self.batch_size,
                 "max_epochs": self.max_epochs, "patience": self.patience,
                 "early_stopping": self.early_stopping, "class_balanced": self.class_balanced,
+                "batch_order": self.batch_order,
                 "selection": f"{condition} {metric} ({mode})", "precision": self.precision,
                 "ogm_ge": self.ogm_ge, "ogm_alpha": self.ogm_alpha if self.ogm_ge else None,
                 "modality_dropout_curriculum": self.protocol.modality_dropout_curriculum,

@@ -152,6 +152,17 @@ def bucketed_batches(length: np.ndarray, batch_size: int, rng: np.random.Generat
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def shared_order(batches: list[np.ndarray], length: np.ndarray, epoch: int) -> list[np.ndarray]:
+    """The batches in the order of a random permutation of their length ranks, drawn from the
+    epoch and the number of batches alone. Every trial of a pack (study/training/packed.py) then
+    trains, at each step, on batches of about the same length rank, so little of the stacked
+    model's padding is wasted; for each trial alone the order is still uniformly random (a fixed
+    bijection composed with a uniform permutation)."""
+    by_length = np.argsort([length[b].max() for b in batches], kind="stable")  # (n_batches,)
+    pi = np.random.default_rng([7, epoch, len(batches)]).permutation(len(batches))
+    return [batches[by_length[j]] for j in pi]
+
+
 def class_balanced_order(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(N,) sample indices drawn with replacement, each with probability proportional to 1 / the
     count of its class, so every class is equally likely (Foal-Net's official

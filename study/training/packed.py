@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from model.packed import MemberOptim, PackedModel, StackedAdam, modality_of, pack_refusal
+from model.packed import MemberOptim, PackedModel, StackedAdam, pack_refusal
 from study.training.config import TrainConfig
 from study.training.session import Session, TrialDiverged
 
@@ -64,8 +64,6 @@ class PackedSession:
         self.model = PackedModel([s.model for s in members])
         self.opt = StackedAdam(self.model.stack, [member_optim(s.cfg) for s in members])
         self.left: dict[int, str] = {}  # member -> why it left ("stopped" | the divergence)
-        self._modality_names = {m: [n for n in self.model.stack if modality_of(n) == m]
-                                for m in ("audio", "video")}
 
     @property
     def active(self) -> list[int]:
@@ -107,15 +105,11 @@ class PackedSession:
 
     def _log_grad_norms(self, batches) -> None:
         """Each member's per-modality gradient norm, before clipping (Session._balance)."""
-        for m, names in self._modality_names.items():
-            grads = [self.model.stack[n].grad for n in names if self.model.stack[n].grad is not None]
-            if not grads:
-                continue
-            k = len(self.members)
-            norms = torch.stack([g.reshape(k, -1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (K,)
-            for j, (s, b) in enumerate(zip(self.members, batches)):
+        for m in ("audio", "video"):
+            norms = self.opt.norms(m)  # (K,)
+            for k, (s, b) in enumerate(zip(self.members, batches)):
                 if b is not None and s.cfg.log_grad_norms:
-                    s._epoch_stats.setdefault(f"grad_norm_{m}", []).append(float(norms[j]))
+                    s._epoch_stats.setdefault(f"grad_norm_{m}", []).append(float(norms[k]))
 
     # -- epochs
 
@@ -151,7 +145,7 @@ class PackedSession:
         path = Path(path_dir)
         for k, s in enumerate(self.members):
             s.save(path / f"m{k}")
-        torch.save({"state": self.opt.state, "left": self.left}, path / PACK_FILE)
+        torch.save({"state": self.opt.state_dict(), "left": self.left}, path / PACK_FILE)
 
     def restore(self, path_dir: str | Path) -> None:
         path = Path(path_dir)
@@ -161,5 +155,5 @@ class PackedSession:
         with torch.no_grad():
             for name, p in self.model.stack.items():
                 p.copy_(torch.stack([dict(s.model.named_parameters())[name] for s in self.members]))
-        self.opt.state = saved["state"]
+        self.opt.load_state_dict(saved["state"])
         self.left = {int(k): v for k, v in saved["left"].items()}

@@ -28,7 +28,14 @@ from study.data.protocol import (
 )
 from study.training.config import TrainConfig, objective_value
 from study.training.evaluation import Evaluation
-from study.training.loader import bucketed_batches, class_balanced_order, load_splits, sequential_batches, shard_batches
+from study.training.loader import (
+    bucketed_batches,
+    class_balanced_order,
+    load_splits,
+    sequential_batches,
+    shard_batches,
+    shared_order,
+)
 
 # ----------------------------------------------------------------------------- session
 
@@ -114,6 +121,8 @@ class Session(Evaluation):
         rng = np.random.default_rng([self.cfg.seed, 11, self.epoch])
         order = class_balanced_order(split.label, rng) if self.cfg.class_balanced else None
         batches = bucketed_batches(split.length, self.cfg.batch_size, rng, order)
+        if self.cfg.batch_order == "shared":
+            batches = shared_order(batches, split.length, self.epoch)
         batches = shard_batches(batches, self.rank, self.world_size)  # same step count per rank
         perturb = augmentation(self.cfg.frame_dropout, self.cfg.noise_aug, self.cfg.noise_aug_snr_db,
                                self.cfg.seed, self.epoch)  # frame dropout + noise, this epoch's draws

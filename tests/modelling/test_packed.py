@@ -124,11 +124,13 @@ def _cfgs(tiny_corpus, **common):
     return [config_from_flat({**base, **p}, data_dir=tiny_corpus) for p in per]
 
 
-def test_packed_sessions_equal_separate_sessions(tiny_corpus):
+@pytest.mark.parametrize("order", ["shuffle", "shared"])
+def test_packed_sessions_equal_separate_sessions(tiny_corpus, order):
     """The exactness check of packing: per epoch, each member's train loss, realised missing
     shares, gradient norms and dev scores are its separate session's (losses to 1e-4 relative,
-    dev macro-F1 and UA to 0.02: a prediction that sits on a class boundary may flip)."""
-    cfgs = _cfgs(tiny_corpus)
+    dev macro-F1 and UA to 0.02: a prediction that sits on a class boundary may flip). With
+    batch_order "shared" (what a packed rerun member records) too: its config alone reproduces it."""
+    cfgs = _cfgs(tiny_corpus, batch_order=order)
     pack = PackedSession([Session(c, tiny_corpus) for c in cfgs])
     alone = [Session(c, tiny_corpus) for c in cfgs]
     for _ in range(3):
@@ -186,3 +188,17 @@ def test_train_refusal_names_the_key(tiny_corpus):
     assert "three_pass" in train_refusal([three, three])
     with pytest.raises(ValueError, match="batch_size"):
         PackedSession([Session(cfgs[0], tiny_corpus), Session(other, tiny_corpus)])
+
+
+def test_shared_order_is_a_permutation_by_length_rank():
+    import numpy as np
+
+    from study.training.loader import shared_order
+
+    length = np.arange(40, dtype=float)
+    a = [np.array([i, i + 1]) for i in range(0, 40, 2)]
+    b = [np.array([39 - i, 38 - i]) for i in range(0, 40, 2)]  # other batches, same length ranks
+    oa, ob = shared_order(a, length, epoch=3), shared_order(b, length, epoch=3)
+    assert sorted(map(tuple, oa)) == sorted(map(tuple, a))  # every batch once
+    assert [length[x].max() for x in oa] == [length[x].max() for x in ob]  # step i: same rank
+    assert [length[x].max() for x in shared_order(a, length, epoch=4)] != [length[x].max() for x in oa]
