@@ -37,8 +37,9 @@ def run_stage(jobs: list[dict], pack: int, data_dir: str, storage: str, cpus: in
     from ray import tune
 
     from study.runs.packs import pack_jobs, unpack_records
-    from study.runs.ray_exec import TrialContext, fit_tuner, make_trainable, trials_of
+    from study.runs.ray_exec import fit_tuner, make_trainable, trials_of
     from study.runs.results import record_from_tune
+    from study.runs.worker import TrialContext
 
     ctx = TrialContext(data_dir=data_dir, model_preset="tiny", objectives=(("av", "macro_f1", "max"),))
     grid_jobs, why = pack_jobs(jobs, pack, ctx)

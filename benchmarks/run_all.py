@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "resplit_bytes": (["--quick"], []),
     "schedule_ab": (["--quick", "--seeds", "2", "--epochs", "2"], []),
     "grad_norm_cost": (["--quick"], []),
+    "packing": (["--quick"], []),
 }
 
 

@@ -35,7 +35,8 @@ def trial_jobs(n: int, epochs: int) -> list[dict]:
 def run_mode(inline: bool, jobs: list[dict], data_dir: str, storage: str, cpus: int) -> dict:
     from ray import tune
 
-    from study.runs.ray_exec import TrialContext, fit_tuner, make_trainable
+    from study.runs.ray_exec import fit_tuner, make_trainable
+    from study.runs.worker import TrialContext
 
     ctx = TrialContext(data_dir=data_dir, model_preset="tiny",
                        objectives=(("av", "macro_f1", "max"),),

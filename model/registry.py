@@ -7,8 +7,9 @@ only validates a spec or lists a search space never loads torch.
 Adding a strategy: write its class (a `model.fusion.FusionStrategy`, in its own module if you
 like), then add one entry here with its own keys (each declared with its rule: they become flat
 config keys, read as `cfg.<key>`), its define-by-run parameters and the training schedule it runs
-under `schedule: auto` (and `packable=False` if its forward mixes samples, as a contrastive loss
-does). Its keys are prefixed by its name; nothing else needs to change.
+under `schedule: auto` (and `packable=True` once its forward is per-sample and has no batch-level
+auxiliary loss, as a contrastive loss has: tests/modelling/test_packed.py then checks it). Its
+keys are prefixed by its name; nothing else needs to change.
 
 Schedules (study/training/session.py):
 - "detached": one forward/backward per batch; the unimodal losses train the encoders and heads,
@@ -58,7 +59,7 @@ class Strategy:
     check: Callable[[Any], list[str]] = no_check  # rules tying its keys to the model's
     # per-sample and without batch-level auxiliary losses, so K stacked copies can train as one
     # vmapped model (model/packed.py); tests/modelling/test_packed.py holds every True to it
-    packable: bool = True
+    packable: bool = False
 
 
 def _gated(trial) -> dict:
@@ -119,16 +120,16 @@ def _foal_check(cfg) -> list[str]:
 
 
 FUSIONS: dict[str, Strategy] = {
-    "vavl": Strategy("model.fusion:ConcatFusion", doc="VAVL: concat of pooled vectors -> MLP"),
-    "late": Strategy("model.fusion:LateFusion", doc="average of the unimodal predictions"),
-    "gated": Strategy("model.fusion:GatedFusion", _gated, doc="per-sample softmax gate",
+    "vavl": Strategy("model.fusion:ConcatFusion", doc="VAVL: concat of pooled vectors -> MLP", packable=True),
+    "late": Strategy("model.fusion:LateFusion", doc="average of the unimodal predictions", packable=True),
+    "gated": Strategy("model.fusion:GatedFusion", _gated, doc="per-sample softmax gate", packable=True,
                       keys={"gated_hidden": opt(128, bound=AT_LEAST_1, doc="width of the gate's MLP")}),
-    "xattn": Strategy("model.fusion:CrossAttentionFusion", _xattn, temporal=True,
+    "xattn": Strategy("model.fusion:CrossAttentionFusion", _xattn, temporal=True, packable=True,
                       doc="MulT-style cross-attention both ways",
                       keys={"xattn_layers": opt(2, bound=AT_LEAST_1, doc="cross-attention layers")}),
     "foalnet": Strategy("model.fusion:FoalNetFusion", _foalnet, temporal=True, schedule="fused",
                         doc="Foal-Net: contrastive alignment + label matching, then fusion",
-                        keys=FOAL_KEYS, check=_foal_check, packable=False),
+                        keys=FOAL_KEYS, check=_foal_check),
 }
 
 

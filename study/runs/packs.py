@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from study.runs.ray_exec import (
+from study.runs.results import TrialRecord
+from study.runs.worker import (
     CKPT_ROWS,
     FoldRun,
     TrialContext,
@@ -38,7 +39,6 @@ from study.runs.ray_exec import (
     _tag,
     trial_folds,
 )
-from study.runs.results import TrialRecord
 from study.training.config import config_from_flat, objective_key
 
 MEMBER = re.compile(r"^m(\d+)/(.+)$")

@@ -88,7 +88,7 @@ def base_flat(spec: StudySpec, cell: dict, max_epochs: int, seed: int) -> dict:
 
 
 def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: bool):
-    from study.runs.ray_exec import TrialContext
+    from study.runs.worker import TrialContext
 
     data_dir, synth = data_location(spec)
     r = spec.resources
@@ -377,7 +377,7 @@ def check_folds_once(spec: StudySpec, ctx) -> None:
     if spec.dataset.folds is None:
         return
     from study.data.folds import check_study_folds, folds_from_dict
-    from study.runs.ray_exec import fold_data_dir
+    from study.runs.worker import fold_data_dir
 
     dirs = [fold_data_dir(ctx, f) for f in study_folds(spec)]
     check_study_folds(folds_from_dict(ctx.folds), dirs)
@@ -387,7 +387,8 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
                   verbose: int, mirror: StudyMirror | None) -> Path:
     from study.data.dataset import check_splits, open_dataset
     from study.runs.baselines import run_baselines
-    from study.runs.ray_exec import ensure_data, init_ray
+    from study.runs.ray_exec import init_ray
+    from study.runs.worker import ensure_data
 
     prepare_study_dir(spec, study_dir, resume, mirror)
     init_ray()

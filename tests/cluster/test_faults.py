@@ -83,17 +83,17 @@ def test_optuna_sqlite_is_wal_and_a_reader_never_blocks_the_writer(tmp_path):
 
 def test_nan_loss_fails_the_trial_with_its_reason(tmp_path, monkeypatch):
     from study.data.generate import make_corpus
-    from study.runs import ray_exec
+    from study.runs import worker
     from study.training.session import Session, TrialDiverged
 
     data = make_corpus(tmp_path / "d", scale="tiny", seed=0, progress=False)
     monkeypatch.setattr(Session, "train_epoch", lambda s: {"epoch": 1, "train_loss": float("nan"),
                                                            "samples": 3, "unpaired_share": 0.0})
-    ctx = ray_exec.TrialContext(data_dir=str(data), model_preset="tiny",
+    ctx = worker.TrialContext(data_dir=str(data), model_preset="tiny",
                                 objectives=(("av", "macro_f1", "max"),))
     reports = []
     with pytest.raises(TrialDiverged, match="train loss is nan at epoch 1"):
-        ray_exec.worker_loop({"fusion": "late", "max_epochs": 2}, ctx, report=reports.append,
+        worker.worker_loop({"fusion": "late", "max_epochs": 2}, ctx, report=reports.append,
                              get_checkpoint=lambda: None, make_checkpoint=lambda d: d)
     assert reports == []  # nothing reported for the diverged epoch
 
@@ -289,17 +289,17 @@ def test_checkpoint_every_and_best_weights_stored_once(tmp_path):
     import torch
 
     from study.data.generate import make_corpus
-    from study.runs import ray_exec
+    from study.runs import worker
     from study.training.config import config_from_flat
     from study.training.session import Session
 
     data = make_corpus(tmp_path / "d", scale="tiny", seed=0, progress=False)
     flat = {"fusion": "late", "max_epochs": 3, "patience": 5, "d_model": 16, "n_heads": 2,
             "enc_layers": 1}
-    ctx = ray_exec.TrialContext(data_dir=str(data), model_preset="tiny", checkpoint_every=2,
+    ctx = worker.TrialContext(data_dir=str(data), model_preset="tiny", checkpoint_every=2,
                                 objectives=(("av", "macro_f1", "max"),))
     saved = []
-    ray_exec.worker_loop(flat, ctx, report=lambda m, checkpoint: saved.append((m["epoch"], checkpoint)),
+    worker.worker_loop(flat, ctx, report=lambda m, checkpoint: saved.append((m["epoch"], checkpoint)),
                          get_checkpoint=lambda: None,
                          make_checkpoint=lambda d: torch.load(Path(d) / "session.pt", weights_only=True))
     states = [c for _, c in saved if c is not None]

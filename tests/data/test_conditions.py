@@ -291,7 +291,7 @@ def test_training_augmentation_redrawn_each_epoch_and_recorded(tiny_corpus, monk
 
 
 def test_finish_evaluates_families_on_dev_once_and_everything_on_test():
-    from study.runs.ray_exec import FoldRun, TrialContext, _finish
+    from study.runs.worker import FoldRun, TrialContext, _finish
 
     class Stub:
         best_epoch = 3

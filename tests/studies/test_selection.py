@@ -83,7 +83,7 @@ def test_fit_evaluates_test_once_after_restoring_the_best_dev_epoch(data, monkey
 
 
 def test_ray_worker_loop_evaluates_test_once_after_restoring_the_best_dev_epoch(data, monkeypatch):
-    from study.runs.ray_exec import TrialContext, worker_loop
+    from study.runs.worker import TrialContext, worker_loop
 
     log = _spy(monkeypatch)
     reports = []
