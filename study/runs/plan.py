@@ -136,6 +136,20 @@ def probe_epoch_s(flat: dict, spec: StudySpec, data_dir: str, device: str | None
     return time.perf_counter() - t0
 
 
+def probe_memory_doc(flat: dict, spec: StudySpec, data_dir: str, device: str | None = None) -> dict:
+    """Memory of one trial and of one pack (resources.pack) at the spec's sizes, and how many fit
+    on this machine's first GPU (study/training/memory.py)."""
+    from study.training.config import config_from_flat
+    from study.training.memory import device_memory_mib, probe_memory
+
+    cfg = config_from_flat({**flat, "max_epochs": 1}, preset=spec.model_preset, data_dir=data_dir)
+    est = probe_memory(cfg, data_dir, spec.resources.pack, device)
+    gpu = device_memory_mib()
+    trials, packs = est.fit(gpu)
+    return {"trial_mib": est.trial_mib, "pack_mib": est.pack_mib, "pack": est.pack,
+            "source": est.source, "gpu_mib": gpu, "trials_per_gpu": trials, "packs_per_gpu": packs}
+
+
 def make_data(spec: StudySpec) -> str:
     """Generate the synthetic corpus where the sweep would (so the probe has data)."""
     from study.data.generate import ensure_corpus
@@ -161,8 +175,10 @@ def plan_doc(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: 
     if probe and data_dir is None:
         data_dir = make_data(spec)
     flats = sample_cells(spec, data_dir)
+    memory = None
     if probe:
         epoch_s, how = probe_epoch_s(flats[0], spec, data_dir, device), "measured"
+        memory = probe_memory_doc(flats[0], spec, data_dir, device)
     else:
         epoch_s, how = ROUGH_EPOCH_S.get(spec.model_preset, 60.0), "rough"
     epochs = sum(st.trials * st.max_epochs_per_trial for st in stages)
@@ -177,7 +193,7 @@ def plan_doc(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: 
             "stages": [{"name": st.name, "experiments": st.experiments, "trials": st.trials,
                         "max_epochs_per_trial": st.max_epochs_per_trial} for st in stages],
             "spaces": list(spec.spaces), "epoch_s": epoch_s, "epoch_s_source": how,
-            "trial_epochs": epochs, "trial_hours": epochs * epoch_s / 3600}
+            "trial_epochs": epochs, "trial_hours": epochs * epoch_s / 3600, "memory": memory}
 
 
 def plan_text(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: bool,
@@ -212,4 +228,11 @@ def render_plan(doc: dict) -> str:
                  f"{trial_h * res['CPU']:.2f} CPU-hours, {trial_h * res['GPU']:.2f} GPU-hours, "
                  f"~{trial_h / conc * 60:.0f} min wall at {conc} at once "
                  f"(an upper bound: {doc['scheduler']} stops weak trials early)")
+    mem = doc.get("memory")
+    if mem:
+        fits = (f"; on this machine's GPU ({mem['gpu_mib']:.0f} MiB, 90 % of it): {mem['trials_per_gpu']} "
+                f"trial(s) or {mem['packs_per_gpu']} pack(s) at once" if mem["gpu_mib"] else
+                "; no GPU here: on one of M MiB, floor(0.9 M / that) at once")
+        lines.append(f"memory at the longest training batch ({mem['source']}): a trial "
+                     f"{mem['trial_mib']:.0f} MiB, a pack of {mem['pack']} {mem['pack_mib']:.0f} MiB{fits}")
     return "\n".join(lines)
