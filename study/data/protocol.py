@@ -56,6 +56,7 @@ from study.vocab import (  # noqa: F401 (re-exported: the protocol's conditions)
     TEST_RATES,
     Condition,
     Family,
+    area_name,
     condition_name,
     grid_conditions,
     parse_condition,
@@ -329,6 +330,4 @@ def area_families(plan) -> list[str]:
     return list(dict.fromkeys(c.family for c in plan if c.family and c.family != GRID))
 
 
-def robustness_name(family: str) -> str:
-    """The condition name of a family's area row (`robustness` for the miss family)."""
-    return "robustness" if family == "miss" else f"robustness_{family}"
+robustness_name = area_name  # one rule for an area row's name (study/vocab.py)
