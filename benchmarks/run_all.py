@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "schedule_ab": (["--quick", "--seeds", "2", "--epochs", "2"], []),
     "grad_norm_cost": (["--quick"], []),
     "packing": (["--quick"], []),
+    "gpu_check": (["--device", "cpu", "--quick"], ["--device", "cpu", "--quick"]),  # the GPU run: gpu_check.sh
 }
 
 
