@@ -110,7 +110,7 @@ def _stop_ours(tag: str) -> None:
 
 @pytest.mark.slow
 def test_trials_make_the_autoscaler_add_worker_nodes(tmp_path):
-    from test_study_resume import SPEC
+    from tests.studies.test_study_resume import SPEC
 
     temp = tempfile.mkdtemp(prefix="avfk", dir="/tmp")  # short: Ray's socket paths live here
     config = Path(temp) / "fake.yaml"

@@ -150,7 +150,7 @@ def _reported_epochs(ray_dir: Path) -> list[int]:
 @pytest.mark.parametrize("mode,title", [("inline", "ray::ImplicitFunc"),
                                         ("train", "ray::RayTrainWorker")])
 def test_sigkilled_trial_resumes_from_its_checkpoint(ray_session, tmp_path, monkeypatch, mode, title):
-    from test_study_ray import _spec
+    from tests.studies.test_study_ray import _spec
 
     from study.runs.spec import spec_from_dict
     from study.runs.stages import sweep
@@ -233,7 +233,7 @@ cluster.shutdown()
 @pytest.mark.slow
 def test_node_lost_mid_study_every_trial_once(tmp_path):
     import optuna
-    from test_study_resume import SPEC
+    from tests.studies.test_study_resume import SPEC
 
     raw = {**SPEC, "name": "nodeloss", "budget": {"trials_per_cell": 4, "max_epochs": 3}}
     out = tmp_path / "study"

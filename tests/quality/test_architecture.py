@@ -144,3 +144,13 @@ def test_modules_load_without_torch(module, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch" not in json.loads(answer.read_text())
+
+
+def test_tests_import_other_test_files_by_full_name():
+    """`from test_x import ...` resolves only when pytest happened to collect test_x's folder
+    first (it works in the whole suite, fails when a file runs alone or under mutmut): a test file
+    imports another as `tests.<area>.test_x`."""
+    tests = ROOT / "tests"
+    bare = {f"{p.relative_to(ROOT)}: {m}" for p in tests.rglob("*.py") for m in imports_of(p)
+            if m.split(".")[0].startswith("test_")}
+    assert bare == set()

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from test_normalize import _scaled_corpus
+from tests.data.test_normalize import _scaled_corpus
 
 from search_spaces import SPACES, DataConditionError, combine
 from study.data.protocol import epoch_dropout
