@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.runs.spec import SpecError, StudySpec, check_resources, data_location, max_concurrent
+from study.runs.spec import SpecError, StudySpec, check_resources, data_location, max_concurrent, resolve_gpus
 
 ROUGH_EPOCH_S = {"tiny": 5.0, "paper": 120.0}  # --no-probe: a stated rough seconds-per-epoch figure
 
@@ -150,6 +150,28 @@ def probe_memory_doc(flat: dict, spec: StudySpec, data_dir: str, device: str | N
             "source": est.source, "gpu_mib": gpu, "trials_per_gpu": trials, "packs_per_gpu": packs}
 
 
+def probe_memory_on_gpu(spec: StudySpec, ctx, timeout_s: float = 900.0) -> dict:
+    """probe_memory_doc run as a Ray task holding one whole GPU (the sweep's `gpus_per_worker:
+    auto`): on a cluster the driver may have none; an autoscaler starts a GPU node for it."""
+    import ray
+
+    task = ray.remote(num_gpus=1, num_cpus=1)(_probe_task)
+    ref = task.remote(spec, ctx)
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise SpecError(f"resources.gpus_per_worker: auto — no GPU took the memory probe within "
+                        f"{timeout_s:.0f} s; give a number instead") from None
+
+
+def _probe_task(spec: StudySpec, ctx) -> dict:
+    from study.runs.worker import ensure_data
+
+    data_dir = ensure_data(ctx)
+    return probe_memory_doc(sample_cells(spec, data_dir)[0], spec, data_dir, "cuda")
+
+
 def make_data(spec: StudySpec) -> str:
     """Generate the synthetic corpus where the sweep would (so the probe has data)."""
     from study.data.generate import ensure_corpus
@@ -181,6 +203,9 @@ def plan_doc(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: 
         memory = probe_memory_doc(flats[0], spec, data_dir, device)
     else:
         epoch_s, how = ROUGH_EPOCH_S.get(spec.model_preset, 60.0), "rough"
+    # auto: this machine's GPU measured by the probe (the sweep measures on a GPU worker)
+    spec, gpu_auto = resolve_gpus(spec, cluster, lambda: memory if memory and memory["gpu_mib"] else None)
+    r = spec.resources
     epochs = sum(st.trials * st.max_epochs_per_trial for st in stages)
     return {"study": spec.name, "cells": len(spec.cells.items()), "fusion": list(spec.cells.fusion),
             "train_missing_rate": list(spec.cells.train_missing_rate), "searcher": spec.searcher.kind,
@@ -193,7 +218,8 @@ def plan_doc(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: 
             "stages": [{"name": st.name, "experiments": st.experiments, "trials": st.trials,
                         "max_epochs_per_trial": st.max_epochs_per_trial} for st in stages],
             "spaces": list(spec.spaces), "epoch_s": epoch_s, "epoch_s_source": how,
-            "trial_epochs": epochs, "trial_hours": epochs * epoch_s / 3600, "memory": memory}
+            "trial_epochs": epochs, "trial_hours": epochs * epoch_s / 3600, "memory": memory,
+            "gpus_per_worker_auto": gpu_auto}
 
 
 def plan_text(spec: StudySpec, cluster: Mapping[str, float], source: str, probe: bool,
@@ -228,6 +254,10 @@ def render_plan(doc: dict) -> str:
                  f"{trial_h * res['CPU']:.2f} CPU-hours, {trial_h * res['GPU']:.2f} GPU-hours, "
                  f"~{trial_h / conc * 60:.0f} min wall at {conc} at once "
                  f"(an upper bound: {doc['scheduler']} stops weak trials early)")
+    if doc.get("gpus_per_worker_auto"):
+        auto = doc["gpus_per_worker_auto"]
+        lines.append(f"gpus_per_worker: auto -> {auto['gpus_per_worker']:g} ({auto['why']}"
+                     + ("; the sweep measures it again on a GPU worker)" if auto["gpus_per_worker"] else ")"))
     mem = doc.get("memory")
     if mem:
         fits = (f"; on this machine's GPU ({mem['gpu_mib']:.0f} MiB, 90 % of it): {mem['trials_per_gpu']} "

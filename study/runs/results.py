@@ -303,7 +303,7 @@ def _searched(spec: StudySpec) -> dict:
 
 
 def write_study_json(study_dir: Path, spec: StudySpec, status: str,
-                     started_at: str | None = None) -> dict:
+                     started_at: str | None = None, gpu_auto: dict | None = None) -> dict:
     path = Path(study_dir) / "study.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     now = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -321,6 +321,9 @@ def write_study_json(study_dir: Path, spec: StudySpec, status: str,
         "folds": folds_note(spec),
         "overrides": _overrides(study_dir),  # `sweep --set KEY=VALUE`, already applied to `spec`
         "searched": _searched(spec),  # every searched parameter with its range (`avstudy spaces SPEC`)
+        # gpus_per_worker: auto -> the share given and why (the memory probe); None: a number was given
+        "gpus_per_worker_auto": (gpu_auto if gpu_auto is not None
+                                 else old.get("gpus_per_worker_auto")) or None,
         **_dataset_labels(spec),
     }
     atomic_write_json(path, doc, indent=1)

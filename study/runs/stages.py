@@ -383,6 +383,20 @@ def check_folds_once(spec: StudySpec, ctx) -> None:
     check_study_folds(folds_from_dict(ctx.folds), dirs)
 
 
+def resolve_gpus_once(spec: StudySpec, ray_storage: str, verbose: int):
+    """`gpus_per_worker: auto` -> a number, from a memory probe on a GPU (study/runs/plan.py)."""
+    import ray
+
+    from study.runs.plan import probe_memory_on_gpu
+    from study.runs.spec import resolve_gpus
+
+    ctx = trial_context(spec, ray_storage, "data", evaluate_test=False)
+    spec, note = resolve_gpus(spec, ray.cluster_resources(), lambda: probe_memory_on_gpu(spec, ctx))
+    if note and verbose:
+        print(f"resources.gpus_per_worker: auto -> {note['gpus_per_worker']:g} ({note['why']})")
+    return spec, note
+
+
 def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bool,
                   verbose: int, mirror: StudyMirror | None) -> Path:
     from study.data.dataset import check_splits, open_dataset
@@ -395,8 +409,9 @@ def _sweep_locked(spec: StudySpec, study_dir: Path, ray_storage: str, resume: bo
     data_dir = ensure_data(trial_context(spec, ray_storage, "data", evaluate_test=False))
     check_splits(open_dataset(data_dir))  # validate every file and frame once, before any trial starts
     check_folds_once(spec, trial_context(spec, ray_storage, "data", evaluate_test=False))
+    spec, gpu_auto = resolve_gpus_once(spec, ray_storage, verbose)
     study = Sweep(spec, study_dir, ray_storage, resume=resume, verbose=verbose, mirror=mirror)
-    R.write_study_json(study_dir, spec, "running")
+    R.write_study_json(study_dir, spec, "running", gpu_auto=gpu_auto or {})
     study.push()
     try:
         if run_baselines(spec, study_dir, data_dir):  # the probes' rows, once per study

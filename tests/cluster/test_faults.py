@@ -150,10 +150,9 @@ def _reported_epochs(ray_dir: Path) -> list[int]:
 @pytest.mark.parametrize("mode,title", [("inline", "ray::ImplicitFunc"),
                                         ("train", "ray::RayTrainWorker")])
 def test_sigkilled_trial_resumes_from_its_checkpoint(ray_session, tmp_path, monkeypatch, mode, title):
-    from tests.studies.test_study_ray import _spec
-
     from study.runs.spec import spec_from_dict
     from study.runs.stages import sweep
+    from tests.studies.test_study_ray import _spec
 
     monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path / "cache"))
     raw = _spec(name=f"kill-{mode}", spaces=[], searcher={"kind": "grid"},
@@ -233,6 +232,7 @@ cluster.shutdown()
 @pytest.mark.slow
 def test_node_lost_mid_study_every_trial_once(tmp_path):
     import optuna
+
     from tests.studies.test_study_resume import SPEC
 
     raw = {**SPEC, "name": "nodeloss", "budget": {"trials_per_cell": 4, "max_epochs": 3}}

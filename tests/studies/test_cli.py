@@ -312,10 +312,17 @@ def test_sweep_console_logs_tracking_and_export(ray_session, tmp_path, capfd, mo
     monkeypatch.setenv("AVSTUDY_CACHE", str(tmp_path / "cache"))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store (MLflow 3 retired ./mlruns)
     spec = _spec_file(tmp_path, cells={"fusion": ["late"], "train_missing_rate": [0.0]}, seeds=[0],
-                      tracking={"mlflow": {"tracking_uri": store, "experiment_name": "cli"}})
+                      tracking={"mlflow": {"tracking_uri": store, "experiment_name": "cli"}},
+                      resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto"})
     study = tmp_path / "study"
     assert main(["sweep", str(spec), "--out", str(study), "--refresh", "1"]) == 0
     out = capfd.readouterr()
+    # gpus_per_worker: auto on a cluster without GPUs: 0, the trials run inline on CPU, said why
+    meta = json.loads((study / "study.json").read_text())
+    assert meta["gpus_per_worker_auto"] == {"gpus_per_worker": 0.0, "memory": None,
+                                            "why": "no GPU in the cluster: trials run on CPU"}
+    assert meta["spec"]["resources"]["gpus_per_worker"] == 0.0
+    assert (pd.read_parquet(study / "results.parquet").gpus == 0).all()
     lines = out.out.splitlines()
     assert "Configuration for experiment" not in out.out + out.err  # Tune's boxes are in the log
     assert "Started a local Ray instance" not in out.err

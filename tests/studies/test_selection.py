@@ -10,7 +10,6 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from tests.data.test_normalize import _scaled_corpus
 
 from search_spaces import SPACES, DataConditionError, combine
 from study.data.protocol import epoch_dropout
@@ -21,6 +20,7 @@ from study.runs.stages import base_flat, rerun_jobs, select_top_k
 from study.training.config import config_from_flat
 from study.training.fit import fit
 from study.training.session import Session
+from tests.data.test_normalize import _scaled_corpus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEV_SCORES = [0.30, 0.60, 0.40, 0.50]  # scripted dev av macro-F1 per epoch: argmax is epoch 2

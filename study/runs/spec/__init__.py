@@ -10,7 +10,14 @@ Import from here.
 
 from study.runs.spec.load import UniqueKeyLoader, apply_overrides, load_spec
 from study.runs.spec.parse import TOP_KEYS, spec_from_dict
-from study.runs.spec.placement import check_resources, data_location, max_concurrent, study_paths, study_remote
+from study.runs.spec.placement import (
+    check_resources,
+    data_location,
+    max_concurrent,
+    resolve_gpus,
+    study_paths,
+    study_remote,
+)
 from study.runs.spec.schema import (
     CONDITIONS,
     METRICS,
@@ -33,4 +40,5 @@ from study.runs.spec.schema import (
 __all__ = ["CONDITIONS", "METRICS", "MODES", "SCHEDULERS", "SEARCHERS", "TOP_KEYS", "Budget", "Cells",
            "DatasetSpec", "FailureSpec", "Objective", "Resources", "SchedulerSpec", "SearcherSpec",
            "SpecError", "StudySpec", "TaskSpec", "UniqueKeyLoader", "apply_overrides", "check_resources",
-           "data_location", "load_spec", "max_concurrent", "spec_from_dict", "study_paths", "study_remote"]
+           "data_location", "load_spec", "max_concurrent", "resolve_gpus", "spec_from_dict", "study_paths",
+           "study_remote"]

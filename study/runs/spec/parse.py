@@ -20,6 +20,7 @@ from study.keys import closest, short
 from study.runs.spec.checks import consistency
 from study.runs.spec.schema import (
     CONDITIONS,
+    GPU_AUTO,
     METRICS,
     MODES,
     NAME_RE,
@@ -233,16 +234,18 @@ def _objectives(raw: Mapping) -> tuple[Objective, ...]:
 
 
 def _resources(raw: Mapping) -> Resources:
-    types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
+    types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float, str),
              "mode": str, "max_concurrent_trials": (int, type(None)), "pack": int}
     r = _section(raw, "resources", Resources, types)
     _positive(r.workers, "resources.workers")
     _positive(r.cpus_per_worker, "resources.cpus_per_worker")
-    _positive(r.gpus_per_worker, "resources.gpus_per_worker", strict=False)
     g = r.gpus_per_worker
-    if g > 1 and g != int(g):
-        raise SpecError(f"resources.gpus_per_worker: {g} — a fraction must be <= 1 "
-                        "(several trials share one GPU), more than one GPU must be whole")
+    if isinstance(g, str):
+        if g != GPU_AUTO:
+            raise SpecError(f"resources.gpus_per_worker: {g!r} — a number of GPUs, or {GPU_AUTO!r} "
+                            "(a share measured by a memory probe at the sweep's start)")
+    else:
+        _whole_or_fraction(g)
     _choice(r.mode, MODES, "resources.mode")
     if r.mode == "inline" and r.workers != 1:
         raise SpecError(f"resources.mode: inline runs one worker in the trial itself, "
@@ -251,6 +254,13 @@ def _resources(raw: Mapping) -> Resources:
         _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
     _positive(r.pack, "resources.pack")
     return r
+
+
+def _whole_or_fraction(g: float) -> None:
+    _positive(g, "resources.gpus_per_worker", strict=False)
+    if g > 1 and g != int(g):
+        raise SpecError(f"resources.gpus_per_worker: {g} — a fraction must be <= 1 "
+                        "(several trials share one GPU), more than one GPU must be whole")
 
 
 TRACKERS = {  # tracker -> {key: type}; see study/runs/tracking.py

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from study.runs.spec.schema import SpecError, StudySpec
+from study.runs.spec.schema import GPU_AUTO, SpecError, StudySpec
 from study.runs.storage import join_uri
 
 
@@ -16,7 +17,7 @@ def check_resources(spec: StudySpec, cluster: Mapping[str, float]) -> None:
     """Raise SpecError when one trial asks for more than the whole cluster has."""
     r = spec.resources
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    need_gpu = r.workers * r.gpus_per_worker
+    need_gpu = 0.0 if r.gpus_per_worker == GPU_AUTO else r.workers * r.gpus_per_worker  # at most 1
     if need_gpu > gpus + 1e-9:
         raise SpecError(f"resources.gpus_per_worker: a trial needs {need_gpu:g} GPU(s) "
                         f"({r.workers} worker(s) x {r.gpus_per_worker:g}) but the cluster has "
@@ -26,6 +27,40 @@ def check_resources(spec: StudySpec, cluster: Mapping[str, float]) -> None:
         raise SpecError(f"resources.cpus_per_worker: a trial needs {need_cpu:g} CPU(s) "
                         f"({r.workers} worker(s) x {r.cpus_per_worker:g}) but the cluster has "
                         f"{cpus:g}")
+
+
+MAX_TRIALS_PER_GPU = 8  # auto never packs more trials than this onto one GPU (they share its compute)
+
+
+def gpu_share(memory: Mapping | None, pack: int) -> float:
+    """What `gpus_per_worker: auto` gives a trial: 1/n, n the trials (the packs, with
+    resources.pack > 1) that fit in 90 % of one GPU by the memory probe (study/training/memory.py),
+    at most MAX_TRIALS_PER_GPU; a whole GPU when unmeasured or when not even one fits. Rounded
+    down to Ray's resource precision (1e-4) so n of them fit."""
+    n = (memory or {}).get("packs_per_gpu" if pack > 1 else "trials_per_gpu")
+    return math.floor(1e4 / min(n, MAX_TRIALS_PER_GPU)) / 1e4 if n else 1.0
+
+
+def resolve_gpus(spec: StudySpec, cluster: Mapping[str, float],
+                 measure: Callable[[], Mapping | None]) -> tuple[StudySpec, dict | None]:
+    """The spec with a number for `gpus_per_worker: auto`, and what decided it (None: a number
+    was given). No GPU in the cluster (and no autoscaling, resources.max_concurrent_trials): 0,
+    the trials run on CPU; otherwise `measure()` (a memory probe on a GPU) sets the share."""
+    r = spec.resources
+    if r.gpus_per_worker != GPU_AUTO:
+        return spec, None
+    if not float(cluster.get("GPU", 0)) and not r.max_concurrent_trials:
+        share, memory, why = 0.0, None, "no GPU in the cluster: trials run on CPU"
+    else:
+        memory = measure()
+        share = gpu_share(memory, r.pack)
+        what = "pack(s)" if r.pack > 1 else "trial(s)"
+        fit = (memory or {}).get("packs_per_gpu" if r.pack > 1 else "trials_per_gpu")
+        why = (f"the memory probe: {fit} {what} fit in 90 % of one GPU "
+               f"({(memory or {}).get('gpu_mib', 0):.0f} MiB), at most {MAX_TRIALS_PER_GPU}"
+               if fit else "not measured (or not even one fits): a whole GPU per worker")
+    note = {"gpus_per_worker": share, "why": why, "memory": dict(memory) if memory else None}
+    return replace(spec, resources=replace(r, gpus_per_worker=share)), note
 
 
 def max_concurrent(spec: StudySpec, cluster: Mapping[str, float]) -> int:

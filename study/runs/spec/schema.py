@@ -20,6 +20,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 SEARCHERS = ("optuna-tpe", "random", "grid")
 SCHEDULERS = ("asha", "moasha", "none")  # moasha: multi-objective ASHA (study/runs/schedulers.py)
 MODES = ("auto", "inline", "train")
+GPU_AUTO = "auto"  # resources.gpus_per_worker: a trial's share of a GPU from a memory probe
 CONDITIONS = SELECT_CONDITIONS  # an objective's condition: one evaluated on dev every epoch
 METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
            "ccc_dominance", "mli")  # mli: only with condition mli
@@ -90,7 +91,9 @@ class Budget:
 class Resources:
     workers: int = 1  # Ray Train workers per trial
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # fractional (e.g. 0.25) lets several trials share one GPU
+    # fractional (e.g. 0.25) lets several trials share one GPU; "auto": the share a memory probe
+    # measures at the sweep's start (study/runs/spec/placement.py resolve_gpus)
+    gpus_per_worker: float | str = 0.0
     mode: str = "auto"  # auto: inline when 1 worker and no GPU, else Ray Train worker group
     max_concurrent_trials: int | None = None  # None: computed from the cluster (see max_concurrent)
     # rerun stage: up to this many seeds x folds of one configuration train as one packed trial
