@@ -52,7 +52,10 @@ def test_test_conditions_draw_with_the_protocol_seed(cond):
     draw = lambda seed: P.condition_availability(cond, IDS, ONES, ONES, P.ProtocolConfig(seed=seed))
     (_, a0, v0), (_, a0b, v0b), (_, a1, v1) = draw(0), draw(0), draw(1)
     assert (a0 == a0b).all() and (v0 == v0b).all()
-    assert (a0 != a1).any() and (v0 != v1).any()
+    assert ((a0 & v0) != (a1 & v1)).any()                      # which utterances lose a stream
+    if cond.startswith("miss_0"):                               # ... and which stream they lose
+        both = ~(a0 & v0) & ~(a1 & v1)
+        assert both.sum() > 50 and (a0[both] != a1[both]).any()
 
 
 def test_evaluation_uses_the_configured_missing_rates():
@@ -93,8 +96,19 @@ def test_a_one_frame_utterance_is_perturbed_and_an_empty_one_passes():
     p = P.Perturbation("k", audio=P.StreamChange(snr_db=0.0))
     out, keep = P.perturb_frames(np.zeros((1, 4)), "u", "audio", p, 100.0)
     assert keep.tolist() == [True] and np.abs(out).sum() > 0    # noise reached the one frame
-    out, keep = P.perturb_frames(np.zeros((0, 4)), "u", "audio", p, 100.0)
-    assert out.shape == (0, 4) and keep.shape == (0,)
+    for change in (P.StreamChange(snr_db=0.0), P.StreamChange(drop=0.5, gap=0.3, delay_ms=10.0)):
+        out, keep = P.perturb_frames(np.zeros((0, 4)), "u", "audio", P.Perturbation("k", audio=change), 100.0)
+        assert out.shape == (0, 4) and keep.shape == (0,)
+
+
+def test_noise_is_drawn_per_key_and_per_stream():
+    x = np.zeros((50, 4))
+    change = P.StreamChange(snr_db=0.0)
+    noise = lambda key, stream: P.perturb_frames(  # noqa: E731
+        x, "u1", stream, P.Perturbation(key, **{stream: change}), 50.0)[0]
+    assert np.array_equal(noise("k", "audio"), noise("k", "audio"))
+    assert not np.allclose(noise("k", "audio"), noise("j", "audio"))   # another seed, other noise
+    assert not np.allclose(noise("k", "audio"), noise("k", "video"))   # the streams' noise apart
 
 
 def _keep(change, t, rate_hz=1000.0):
@@ -120,6 +134,13 @@ def test_a_whole_gap_keeps_one_frame_and_gaps_start_anywhere():
         starts.append(int(np.argmin(keep)))
     starts = np.array(starts)                                   # uniform over 0..90
     assert (starts < 30).any() and (starts > 60).any()
+
+
+def test_when_every_frame_is_dropped_the_kept_one_is_not_one_the_delay_removed():
+    for i in range(10):
+        change = P.StreamChange(delay_ms=500.0, drop=1.0)       # 15 leading frames at 30 Hz
+        keep = P.perturb_frames(np.ones((40, 1)), f"u{i}", "video", P.Perturbation("k", video=change), 30.0)[1]
+        assert keep.sum() == 1 and not keep[:15].any()
 
 
 def test_frame_dropout_on_top_of_a_gap_keeps_the_gap_and_one_frame_outside_it():
@@ -156,6 +177,15 @@ def test_statistics_of_another_split_are_its_own_and_stored_beside_the_train_one
     assert again.key == dev.key and again.path == dev.path
     out = again["audio"].apply(_frames(ds, "audio", "dev"))
     assert out.dtype == np.float32 and abs(float(out.mean())) < 1e-3
+
+
+def test_statistics_written_while_waiting_for_the_lock_are_read_with_their_key(corpus):
+    """Another trial wrote the file while this one waited for the lock: it is read, not redone."""
+    ds = open_dataset(corpus)
+    first = N.load_stats(ds, "test")
+    again = N._compute_locked(ds, "test", first.key, first.path.parent)
+    assert again.key == first.key and again.path == first.path
+    np.testing.assert_array_equal(again["video"].mean, first["video"].mean)
 
 
 def test_statistics_go_to_the_cache_when_the_dataset_folder_cannot_hold_them(tmp_path, monkeypatch):
@@ -200,3 +230,13 @@ def test_unreadable_statistics_and_a_split_without_a_stream_name_the_file(tmp_pa
         N.compute_stats(ds, "dev")
     assert str(err.value) == (f"{root}/manifest.parquet: split 'dev' has no utterance with video; "
                               "cannot compute its normalisation statistics")
+
+
+def test_an_invalid_protocol_says_every_fault_in_one_message():
+    """What a user reads (the spec and `train --set` show this text): every key at fault, joined."""
+    with pytest.raises(ValueError) as err:
+        P.ProtocolConfig(grid_audio=(0.3, 0.1), grid_video=(0.2, 0.2))
+    assert str(err.value) == (
+        "invalid protocol: grid_audio: [0.3, 0.1] must be strictly increasing (the grid's draws are "
+        "nested along each axis); grid_video: [0.2, 0.2] must be strictly increasing (the grid's "
+        "draws are nested along each axis)")
