@@ -4,10 +4,9 @@ member, so results.parquet and curves.parquet hold each member as its own trial.
 
 - `pack_jobs`: the rerun stage's grid (configuration x seed x fold) grouped into packs of up to
   `resources.pack` jobs that differ only in seed and fold, where `train_refusal` finds nothing in
-  the way; anything else stays one job per trial. A packed member's config gets
-  `batch_order: shared` (study/training/loader.py shared_order: the members step through batches
-  of one length rank, so the stack pads little; each member's order is as random as alone, and
-  its config, as recorded, reproduces it alone with `avstudy train`).
+  the way; anything else stays one job per trial. A member keeps its config as it is, its own
+  batch order included: the seeds of a pack stay independent replicates of the training's
+  randomness (`batch_order: shared`, which pads less, makes them share one order: opt-in).
 - `pack_loop`: the trainable's loop for a pack job; reports each member's epoch metrics under
   `m<k>/`, a member's last ones again every epoch after it left (stopped, diverged).
 - `unpack_records`: a pack's TrialRecord -> K member records, as unpacked trials would give.
@@ -60,7 +59,6 @@ def pack_jobs(jobs: list[dict], size: int, ctx: TrialContext) -> tuple[list[dict
             chunk = members[start:start + size]
             why = _refusal(chunk, ctx) if len(chunk) > 1 else "one job"
             if why is None:
-                chunk = [{**j, "flat": {**j["flat"], "batch_order": "shared"}} for j in chunk]
                 out.append({**chunk[0], "pack": chunk})
             else:
                 refused = refused if len(chunk) == 1 else why

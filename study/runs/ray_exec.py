@@ -27,7 +27,6 @@ from ray import tune
 from study.fsio import atomic_write_json
 from study.runs.storage import StudyMirror, join_uri
 from study.runs.worker import TrialContext, is_pack, worker_loop
-from study.training.config import unwrap_job
 
 DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}  # {"CPU": 0} alone is rejected by Tune
 
@@ -138,8 +137,11 @@ class ProgressCallback(tune.Callback):
             self.mirror.push()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        _, meta = unwrap_job(trial.config)
-        self._set(trial, status="running", **({"fold": meta["fold"]} if "fold" in meta else {}))
+        # a pack trial (study/runs/packs.py) stands for its members: their number and folds
+        job = trial.config.get("job")
+        jobs = (job.get("pack") or [job]) if job else []  # a searcher's flat config: no job
+        folds = sorted({j["meta"]["fold"] for j in jobs if "fold" in j.get("meta", {})})
+        self._set(trial, status="running", members=len(jobs) or 1, **({"folds": folds} if folds else {}))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._set(trial, push=False, status="running", score=result.get(self.score_key),

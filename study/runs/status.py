@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 COLUMNS = ("stage", "cell", "done", "early_stopped", "running", "pending", "failed", "best",
@@ -28,8 +29,10 @@ def progress_rows(study_dir: str | Path) -> list[dict]:
         if not isinstance(doc, dict):
             continue
         trials = [t for t in (doc.get("trials") or {}).values() if isinstance(t, dict)]
-        statuses = [t.get("status") for t in trials]
-        count = statuses.count
+        counts: Counter = Counter()
+        for t in trials:  # a pack trial counts as its members
+            counts[t.get("status")] += int(t.get("members", 1))
+        count = counts.__getitem__
         scores = [t["score"] for t in trials
                   if isinstance(t.get("score"), (int, float)) and math.isfinite(t["score"])]
         best = (max(scores) if doc.get("mode", "max") == "max" else min(scores)) if scores else None
@@ -40,7 +43,8 @@ def progress_rows(study_dir: str | Path) -> list[dict]:
             "pending": count("pending"),
             "failed": count("failed"), "best": best, "score_key": doc.get("score_key"),
             "finished": (study_dir / "stages" / f"{path.stem}.done").exists(),
-            "folds": len({t["fold"] for t in trials if "fold" in t}) or None,
+            "folds": len({f for t in trials for f in t.get("folds", [t["fold"]] if "fold" in t else [])})
+            or None,
         })
     return rows
 

@@ -77,7 +77,8 @@ class TrainConfig:
     batch_order: str = key("shuffle", choices=BATCH_ORDERS,
                            doc="shuffle: the trial's own seed orders its batches; shared: a random order of "
                                "the batches' length ranks drawn from the epoch alone, the same for every "
-                               "trial of a pack (less padding; each trial's order is as random)")
+                               "trial of a pack (less padding; each trial's order is as random, but the "
+                               "seeds share it: they no longer replicate the data order)")
     grad_clip: float = key(1.0, bound=NON_NEGATIVE, doc="0: no clipping")
     precision: str = key("auto", choices=PRECISIONS, doc="auto: bf16 autocast on CUDA, fp32 on CPU")
     ogm_ge: bool = key(False, doc="balance: OGM-GE gradient modulation of the dominant modality's "

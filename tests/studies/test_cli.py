@@ -405,3 +405,18 @@ def test_dashboard_command_opens_the_studys_optuna_storage(tmp_path, capsys):
     (tmp_path / "study.json").write_text(json.dumps({"spec": {"optuna_storage": "journal:/x/j.log"}}))
     assert main(["dashboard", str(tmp_path), "--print"]) == 0
     assert capsys.readouterr().out.strip() == "optuna-dashboard --port 8080 /x/j.log"
+
+
+def test_status_counts_a_pack_trial_as_its_members_and_their_folds(tmp_path):
+    """A packed rerun trial (resources.pack) trains several seeds x folds: status counts them."""
+    from study.runs.status import progress_rows
+
+    d = tmp_path / "progress"
+    d.mkdir()
+    trials = {"p0": {"status": "done", "score": 0.5, "members": 4, "folds": [0, 1]},
+              "p1": {"status": "running", "score": None, "members": 2, "folds": [2]},
+              "t2": {"status": "done", "score": 0.4, "fold": 2}}  # a trial alone, as before packs
+    (d / "rerun.json").write_text(json.dumps({"stage": "rerun", "score_key": "av_macro_f1",
+                                              "mode": "max", "trials": trials}))
+    (row,) = progress_rows(tmp_path)
+    assert (row["done"], row["running"], row["folds"], row["best"]) == (5, 2, 3, 0.5)

@@ -43,5 +43,9 @@ def test_rerun_seeds_train_as_one_pack_and_come_out_as_trials(ray_session, synth
     mine = curves[curves.trial_id.isin(rerun_ids)]
     assert mine.groupby("trial_id").epoch.agg(list).tolist() == [[1, 2, 3]] * 3
     assert set(curves.columns) == set(alone_curves.columns)
+    # a member's recorded configuration is the unpacked trial's of its seed (its own batch order:
+    # the seeds stay independent replicates)
+    configs = lambda r: r[r.stage == "rerun"].groupby("seed").config.first().to_dict()  # noqa: E731
+    assert configs(res) == configs(alone)
     times = res[res.stage == "rerun"].groupby("trial_id").wall_time_s.first()
     assert times.nunique() == 1  # wall time: the pack's

@@ -98,7 +98,7 @@ class Resources:
     max_concurrent_trials: int | None = None  # None: computed from the cluster (see max_concurrent)
     # rerun stage: up to this many seeds x folds of one configuration train as one packed trial
     # (one stacked model, study/runs/packs.py) where their shapes allow; 1 = every job alone
-    pack: int = 1
+    pack: int = 4
 
     @property
     def inline(self) -> bool:
