@@ -78,8 +78,7 @@ def sample_cells(spec: StudySpec, data_dir: str | None, seed: int = 0) -> list[d
     import optuna
 
     from search_spaces import combine
-    from study.runs.selection import search_seed
-    from study.runs.stages import base_flat
+    from study.runs.selection import base_flat, search_seed
     from study.training.config import config_from_flat
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -22,6 +22,15 @@ from study import pareto
 from study.training.config import SELECT_CONDITIONS, SELECT_METRICS
 
 
+def base_flat(spec, cell: dict, max_epochs: int, seed: int) -> dict:
+    """Keys a study fixes for every trial of a cell (never searched); the checkpoint is chosen
+    on the first objective (checkpoint_selection)."""
+    condition, metric, mode = checkpoint_selection(spec)
+    return {**spec.fixed, **cell, "max_epochs": max_epochs, "seed": seed,
+            "task": spec.task.kind, "label_kind": spec.task.label_kind,
+            "select_condition": condition, "select_metric": metric, "select_mode": mode}
+
+
 def checkpoint_selection(spec) -> tuple[str, str, str]:
     """(condition, metric, mode) every trial of the study chooses its best dev epoch on."""
     o = spec.objectives[0]

@@ -23,7 +23,7 @@ import yaml
 
 from study.fsio import atomic_write_text
 from study.runs import results as R
-from study.runs.selection import checkpoint_selection, order_top, search_seed, search_seeds
+from study.runs.selection import base_flat, order_top, search_seed, search_seeds
 from study.runs.spec import SpecError, StudySpec, data_location, max_concurrent, study_paths, study_remote
 from study.runs.storage import StudyLock, StudyMirror, join_uri, optuna_storage
 from study.training.config import objective_value, unwrap_job
@@ -78,15 +78,6 @@ def _pull(mirror: StudyMirror, study_dir: Path) -> None:
 # ----------------------------------------------------------------------------- trial configs
 
 
-def base_flat(spec: StudySpec, cell: dict, max_epochs: int, seed: int) -> dict:
-    """Keys a study fixes for every trial of a cell (never searched); the checkpoint is chosen
-    on the first objective (study/runs/selection.py)."""
-    condition, metric, mode = checkpoint_selection(spec)
-    return {**spec.fixed, **cell, "max_epochs": max_epochs, "seed": seed,
-            "task": spec.task.kind, "label_kind": spec.task.label_kind,
-            "select_condition": condition, "select_metric": metric, "select_mode": mode}
-
-
 def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: bool):
     from study.runs.worker import TrialContext
 
@@ -98,7 +89,7 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
                         train_storage=join_uri(ray_storage, "train-runs", stage), synth=synth,
                         worker_retries=spec.failure.worker_retries,
-                        checkpoint_every=spec.failure.checkpoint_every)
+                        checkpoint_every=spec.failure.checkpoint_every, pack=r.pack)
 
 
 def fold_context(spec: StudySpec, data_dir: str) -> dict:

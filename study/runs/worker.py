@@ -40,6 +40,7 @@ class TrialContext:
     folds: Any = None  # dataset.folds (FoldsSpec.to_dict(), entries absolute), None: one partition
     trial_folds: tuple[int, ...] = (0,)  # folds a trial trains when its job names none (search)
     folds_dir: str | None = None  # where the driver's folds are (made again there if missing)
+    pack: int = 1  # resources.pack: a trial's folds in lockstep train as packs of up to this many
 
     @property
     def threads(self) -> int:
@@ -133,13 +134,20 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
     torch.set_num_threads(ctx.threads)
     flat, meta = unwrap_job(config)  # meta (parent trial, searched names, fold) is for results
     runs = [FoldRun(f, _session(flat, ctx, f, wrap_model)) for f in trial_folds(ctx, meta)]
-    own_time = _resume(runs, get_checkpoint())
+    checkpoint = get_checkpoint()
+    own_time = _resume(runs, checkpoint)
+    packs = _fold_packs(runs, ctx, wrap_model, checkpoint)
     while not all(r.s.should_stop for r in runs):
         t0 = time.perf_counter()
         for r in runs:
             r.info = None
-            if not r.s.should_stop:
-                _step(r)
+        if packs:
+            for pack, members in packs:
+                _packed_step(pack, members)
+        else:
+            for r in runs:
+                if not r.s.should_stop:
+                    _step(r)
         metrics = _epoch_report(runs, ctx)
         done = all(r.s.should_stop for r in runs)
         if done:
@@ -147,7 +155,7 @@ def worker_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoin
         own_time += time.perf_counter() - t0
         metrics["trial_time_s"] = own_time  # the trial's own train + eval time (no overhead)
         save = rank == 0 and (done or metrics["epoch"] % ctx.checkpoint_every == 0)
-        _report_with_checkpoint(runs, own_time, metrics, report, make_checkpoint, save)
+        _report_with_checkpoint(runs, own_time, metrics, report, make_checkpoint, save, packs)
 
 
 def is_pack(config: dict) -> bool:
@@ -172,6 +180,43 @@ def _step(r: FoldRun) -> None:
     r.rows = _tag(rows, r)
     if r.s.best_epoch == r.s.epoch:
         r.best_rows = r.rows
+
+
+def _fold_packs(runs: list[FoldRun], ctx: TrialContext, wrap_model, checkpoint) -> list:
+    """A trial's folds in lockstep as packs of up to ctx.pack (one stacked model each,
+    study/training/packed.py), or [] where they train one by one: one fold, pack 1, DDP
+    (wrap_model), or a configuration a pack refuses. Folds that had stopped stay out."""
+    if len(runs) < 2 or ctx.pack < 2 or wrap_model is not None:
+        return []
+    from study.training.packed import PackedSession, train_refusal
+
+    if train_refusal([r.s.cfg for r in runs]):
+        return []
+    packs = []
+    for i, start in enumerate(range(0, len(runs), ctx.pack)):
+        members = runs[start:start + ctx.pack]
+        pack = PackedSession([r.s for r in members])
+        for k, r in enumerate(members):
+            if r.s.should_stop:
+                pack.leave(k, "stopped")
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                pack.restore_stack(Path(d) / f"fold-pack{i}.pt")
+        packs.append((pack, members))
+    return packs
+
+
+def _packed_step(pack, members: list[FoldRun]) -> None:
+    """One epoch of a pack of folds: each fold's results as _step gives them."""
+    for r, res in zip(members, pack.run_epoch()):
+        if res is None:
+            continue
+        if isinstance(res, Exception):  # TrialDiverged: the trial fails, as unpacked
+            raise res
+        r.info, r.score = res.info, res.score
+        r.rows = _tag(res.rows, r)
+        if r.s.best_epoch == r.s.epoch:
+            r.best_rows = r.rows
 
 
 def _ckpt_dir(d, runs: list[FoldRun], r: FoldRun) -> Path:
@@ -237,7 +282,7 @@ def _finish(runs: list[FoldRun], ctx: TrialContext) -> dict:
 
 
 def _report_with_checkpoint(runs: list[FoldRun], own_time, metrics, report, make_checkpoint,
-                            save: bool) -> None:
+                            save: bool, packs: list = ()) -> None:
     """Report; with `save` (rank 0, every failure.checkpoint_every epochs and the last) attach
     the checkpoint: the latest state for recovery, the best weights for selection."""
     with tempfile.TemporaryDirectory() as d:
@@ -245,6 +290,8 @@ def _report_with_checkpoint(runs: list[FoldRun], own_time, metrics, report, make
         if save:  # other ranks, and the epochs between checkpoints, report metrics only
             for r in runs:
                 r.s.save(_ckpt_dir(d, runs, r))
+            for i, (pack, _) in enumerate(packs):  # the stack's optimiser state
+                pack.save_stack(Path(d) / f"fold-pack{i}.pt")
             best_rows = [row for r in runs for row in r.best_rows]
             (Path(d) / CKPT_ROWS).write_text(json.dumps(
                 {"best_rows": json.loads(_rows_json(best_rows)), "own_time": own_time}))

@@ -145,13 +145,21 @@ class PackedSession:
         path = Path(path_dir)
         for k, s in enumerate(self.members):
             s.save(path / f"m{k}")
-        torch.save({"state": self.opt.state_dict(), "left": self.left}, path / PACK_FILE)
+        self.save_stack(path / PACK_FILE)
 
     def restore(self, path_dir: str | Path) -> None:
         path = Path(path_dir)
         for k, s in enumerate(self.members):
             s.restore(path / f"m{k}")
-        saved = torch.load(path / PACK_FILE, map_location=self.members[0].device, weights_only=True)
+        self.restore_stack(path / PACK_FILE)
+
+    def save_stack(self, file: str | Path) -> None:
+        """What the members' own checkpoints lack: the stack's optimiser state, who left."""
+        torch.save({"state": self.opt.state_dict(), "left": self.left}, file)
+
+    def restore_stack(self, file: str | Path) -> None:
+        """After the members were restored: the stack from their weights, the optimiser state."""
+        saved = torch.load(file, map_location=self.members[0].device, weights_only=True)
         with torch.no_grad():
             for name, p in self.model.stack.items():
                 p.copy_(torch.stack([dict(s.model.named_parameters())[name] for s in self.members]))

@@ -13,12 +13,12 @@ from study.runs.spec import SpecError, resolve_gpus, spec_from_dict
 from study.runs.spec.placement import MAX_TRIALS_PER_GPU, gpu_share
 from tests.studies.test_cli import _spec_file, data  # noqa: F401 (the fixture)
 
-SPEC = {"name": "g", "dataset": {"synth": {"preset": "tiny"}}, "spaces": [], "searcher": {"kind": "grid"},
+SPEC = {"name": "g", "dataset": {"synth": {"scale": "tiny"}}, "spaces": [], "searcher": {"kind": "grid"},
         "resources": {"gpus_per_worker": "auto"}}
 
 
 def _spec(**resources):
-    return spec_from_dict({**SPEC, "resources": {"gpus_per_worker": "auto", **resources}})
+    return spec_from_dict({**SPEC, "resources": {"gpus_per_worker": "auto", "pack": 1, **resources}})
 
 
 def test_auto_is_the_one_word_gpus_per_worker_takes():
@@ -57,6 +57,9 @@ def test_resolve_measures_only_where_a_gpu_may_run_the_trials():
     # autoscaling (max_concurrent_trials given): no GPU yet, one will come; the probe asks for it
     spec, _ = resolve_gpus(_spec(max_concurrent_trials=4), {"CPU": 2}, lambda: memory)
     assert spec.resources.gpus_per_worker == 0.2
+    # packed trials (the default pack 4) hold 4 members: the share is one pack's
+    spec, note = resolve_gpus(_spec(pack=4), {"GPU": 1}, lambda: memory)
+    assert spec.resources.gpus_per_worker == 1.0 and note["why"].startswith("the memory probe: 1 pack(s) fit")
     fixed = spec_from_dict({**SPEC, "resources": {"gpus_per_worker": 0.25}})
     assert resolve_gpus(fixed, {"GPU": 1}, never) == (fixed, None)
 

@@ -14,9 +14,9 @@ import torch
 from search_spaces import SPACES, DataConditionError, combine
 from study.data.protocol import epoch_dropout
 from study.pareto import ranks as pareto_ranks
-from study.runs.selection import search_seed, search_seeds, selection_note
+from study.runs.selection import base_flat, search_seed, search_seeds, selection_note
 from study.runs.spec import SpecError, spec_from_dict
-from study.runs.stages import base_flat, rerun_jobs, select_top_k
+from study.runs.stages import rerun_jobs, select_top_k
 from study.training.config import config_from_flat
 from study.training.fit import fit
 from study.training.session import Session

@@ -199,3 +199,9 @@ def test_tracking_section_is_validated_and_round_trips():
                          ({"wandb": {"mode": "cloud"}}, r"tracking.wandb.mode: 'cloud' not one of")]:
         with pytest.raises(SpecError, match=match):
             spec_from_dict(_with("tracking", value))
+
+
+def test_an_unknown_synthetic_preset_is_refused_naming_the_choices():
+    raw = {"name": "x", "dataset": {"synth": {"preset": "tiny"}}, "spaces": [], "searcher": {"kind": "grid"}}
+    with pytest.raises(SpecError, match=r"dataset.synth.preset: 'tiny' not one of \['crema-d', 'known-answer'"):
+        spec_from_dict(raw)

@@ -105,7 +105,7 @@ def test_no_grad_norm_logging_means_no_mli_row(tiny_corpus):
 
 # ----------------------------------------------------------------------------- the spec
 
-BASE = {"name": "imb", "dataset": {"synth": {"preset": "tiny", "scale": "tiny", "seed": 0}},
+BASE = {"name": "imb", "dataset": {"synth": {"preset": "crema-d", "scale": "tiny", "seed": 0}},
         "model_preset": "tiny", "spaces": [], "searcher": {"kind": "grid"},
         "scheduler": {"kind": "none"}, "budget": {"trials_per_cell": 1, "max_epochs": 1}, "seeds": [0],
         "top_k": 1}

@@ -113,9 +113,12 @@ def _dataset(raw: Mapping) -> DatasetSpec:
         raise SpecError("dataset: give exactly one of `path` or `synth`")
     if "path" in d:
         return DatasetSpec(path=_typed(d["path"], str, "dataset.path"), folds=folds)
+    from study.data.generate import PRESETS as SYNTH_PRESETS
+
     s = _check_keys(d["synth"], ("preset", "scale", "seed"), "dataset.synth")
     return DatasetSpec(folds=folds,
-        synth_preset=_typed(s.get("preset", "crema-d"), str, "dataset.synth.preset"),
+        synth_preset=_choice(_typed(s.get("preset", "crema-d"), str, "dataset.synth.preset"),
+                             tuple(SYNTH_PRESETS), "dataset.synth.preset"),
         synth_scale=_choice(_typed(s.get("scale", "tiny"), str, "dataset.synth.scale"),
                             ("tiny", "small", "full"), "dataset.synth.scale"),
         synth_seed=_typed(s.get("seed", 0), int, "dataset.synth.seed"))
