@@ -199,9 +199,10 @@ def _fold_packs(runs: list[FoldRun], ctx: TrialContext, wrap_model, checkpoint) 
         for k, r in enumerate(members):
             if r.s.should_stop:
                 pack.leave(k, "stopped")
-        if checkpoint is not None:
+        if checkpoint is not None:  # a checkpoint of an unpacked run has none: fresh moments
             with checkpoint.as_directory() as d:
-                pack.restore_stack(Path(d) / f"fold-pack{i}.pt")
+                if (Path(d) / f"fold-pack{i}.pt").exists():
+                    pack.restore_stack(Path(d) / f"fold-pack{i}.pt")
         packs.append((pack, members))
     return packs
 
