@@ -17,6 +17,7 @@ the members that trained in it. `wall_time_s` (Tune's time) is the pack's.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import time
@@ -44,19 +45,29 @@ MEMBER = re.compile(r"^m(\d+)/(.+)$")
 VARIED = ("seed",)  # what the rerun stage's members of one pack differ in (and the fold, in meta)
 
 
-def pack_jobs(jobs: list[dict], size: int, ctx: TrialContext) -> tuple[list[dict], str | None]:
+def pack_jobs(jobs: list[dict], size: int, ctx: TrialContext,
+              slots: int | None = None) -> tuple[list[dict], str | None]:
     """(jobs with packs, why nothing was packed or None). A pack job is the first member's job
-    with "pack": [member jobs] (so code that reads job["flat"] sees a real configuration)."""
+    with "pack": [member jobs] (so code that reads job["flat"] sees a real configuration).
+
+    A group of n jobs becomes ceil(n / size) packs of near-equal size (9 jobs, size 4: 3+3+3,
+    not 4+4+1: the trials of a stage finish together). CPU trials (no GPU share) pack no more
+    than fills the `slots` trials that run at once: a pack uses its one trial's CPUs, so fewer
+    trials than slots would leave cores idle."""
     if size < 2 or ctx.workers != 1:
         return jobs, None if size < 2 else "resources.workers > 1 (a pack trains in one process)"
+    if slots and not ctx.gpus_per_worker:
+        size = min(size, max(1, math.ceil(len(jobs) / slots)))
     groups: dict[str, list[dict]] = {}
     for job in jobs:
         key = json.dumps({k: v for k, v in job["flat"].items() if k not in VARIED}, sort_keys=True)
         groups.setdefault(key, []).append(job)
     out, refused = [], None
     for members in groups.values():
-        for start in range(0, len(members), size):
-            chunk = members[start:start + size]
+        n = math.ceil(len(members) / size)
+        bounds = [round(i * len(members) / n) for i in range(n + 1)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            chunk = members[lo:hi]
             why = _refusal(chunk, ctx) if len(chunk) > 1 else "one job"
             if why is None:
                 out.append({**chunk[0], "pack": chunk})

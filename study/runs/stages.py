@@ -267,7 +267,7 @@ class Sweep:
         records = []
         if jobs:
             ctx = trial_context(spec, self.ray_storage, "rerun", evaluate_test=True)
-            jobs, why_not = pack_jobs(jobs, spec.resources.pack, ctx)
+            jobs, why_not = pack_jobs(jobs, spec.resources.pack, ctx, slots=self.concurrency)
             if why_not and self.verbose:
                 print(f"rerun: some jobs train alone, not packed: {why_not}")
             records = unpack_records(self._fit("rerun", ctx, {"num_samples": 1},

@@ -100,3 +100,22 @@ def test_a_fold_pack_resumes_from_its_checkpoint_as_if_never_stopped(setup):
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in whole]
     for a, b in zip(whole, resumed):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+def test_rerun_packs_are_near_equal_and_fill_the_cpu_slots(setup):
+    """pack_jobs: 9 seeds of one configuration at pack 4 are 3+3+3 (4+4+1 would leave the last
+    trial running alone); on CPU, 2 slots and 4 jobs pack 2+2, not one pack of 4 on one core."""
+    from study.runs.packs import pack_jobs
+
+    ctx, flat, _ = setup
+    jobs = lambda n: [{"flat": {**flat, "seed": s}, "meta": {"fold": 0}} for s in range(n)]  # noqa: E731
+    sizes = lambda packed: sorted(len(j.get("pack", [j])) for j in packed)  # noqa: E731
+    assert sizes(pack_jobs(jobs(9), 4, ctx)[0]) == [3, 3, 3]
+    assert sizes(pack_jobs(jobs(5), 4, ctx)[0]) == [2, 3]
+    assert sizes(pack_jobs(jobs(4), 4, ctx, slots=2)[0]) == [2, 2]
+    assert sizes(pack_jobs(jobs(4), 4, ctx, slots=8)[0]) == [1, 1, 1, 1]   # every job its own core
+    gpu = dataclasses.replace(ctx, gpus_per_worker=0.25)                    # GPU: packing is the gain
+    assert sizes(pack_jobs(jobs(4), 4, gpu, slots=8)[0]) == [4]
+    # members differ in seed only: another configuration is another pack
+    mixed = jobs(2) + [{"flat": {**flat, "seed": 9, "lr": 0.01}, "meta": {"fold": 0}}]
+    assert sizes(pack_jobs(mixed, 4, ctx)[0]) == [1, 2]
