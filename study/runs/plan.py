@@ -142,7 +142,7 @@ def probe_memory_doc(flat: dict, spec: StudySpec, data_dir: str, device: str | N
     from study.training.memory import device_memory_mib, probe_memory
 
     cfg = config_from_flat({**flat, "max_epochs": 1}, preset=spec.model_preset, data_dir=data_dir)
-    est = probe_memory(cfg, data_dir, spec.resources.pack, device)
+    est = probe_memory(cfg, data_dir, spec.resources.pack_size, device)
     gpu = device_memory_mib()
     trials, packs = est.fit(gpu)
     return {"trial_mib": est.trial_mib, "pack_mib": est.pack_mib, "pack": est.pack,

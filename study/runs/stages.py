@@ -89,7 +89,7 @@ def trial_context(spec: StudySpec, ray_storage: str, stage: str, evaluate_test: 
                         cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
                         train_storage=join_uri(ray_storage, "train-runs", stage), synth=synth,
                         worker_retries=spec.failure.worker_retries,
-                        checkpoint_every=spec.failure.checkpoint_every, pack=r.pack)
+                        checkpoint_every=spec.failure.checkpoint_every, pack=r.pack_size)
 
 
 def fold_context(spec: StudySpec, data_dir: str) -> dict:
@@ -267,7 +267,7 @@ class Sweep:
         records = []
         if jobs:
             ctx = trial_context(spec, self.ray_storage, "rerun", evaluate_test=True)
-            jobs, why_not = pack_jobs(jobs, spec.resources.pack, ctx, slots=self.concurrency)
+            jobs, why_not = pack_jobs(jobs, spec.resources.pack_size, ctx, slots=self.concurrency)
             if why_not and self.verbose:
                 print(f"rerun: some jobs train alone, not packed: {why_not}")
             records = unpack_records(self._fit("rerun", ctx, {"num_samples": 1},

@@ -238,7 +238,7 @@ def _objectives(raw: Mapping) -> tuple[Objective, ...]:
 
 def _resources(raw: Mapping) -> Resources:
     types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float, str),
-             "mode": str, "max_concurrent_trials": (int, type(None)), "pack": int}
+             "mode": str, "max_concurrent_trials": (int, type(None)), "pack": (int, type(None))}
     r = _section(raw, "resources", Resources, types)
     _positive(r.workers, "resources.workers")
     _positive(r.cpus_per_worker, "resources.cpus_per_worker")
@@ -255,7 +255,8 @@ def _resources(raw: Mapping) -> Resources:
                         f"but resources.workers={r.workers}")
     if r.max_concurrent_trials is not None:
         _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
-    _positive(r.pack, "resources.pack")
+    if r.pack is not None:
+        _positive(r.pack, "resources.pack")
     return r
 
 

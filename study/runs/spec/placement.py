@@ -53,9 +53,10 @@ def resolve_gpus(spec: StudySpec, cluster: Mapping[str, float],
         share, memory, why = 0.0, None, "no GPU in the cluster: trials run on CPU"
     else:
         memory = measure()
-        share = gpu_share(memory, r.pack)
-        what = "pack(s)" if r.pack > 1 else "trial(s)"
-        fit = (memory or {}).get("packs_per_gpu" if r.pack > 1 else "trials_per_gpu")
+        pack = r.pack_size  # auto is for GPUs: the GPU default
+        share = gpu_share(memory, pack)
+        what = "pack(s)" if pack > 1 else "trial(s)"
+        fit = (memory or {}).get("packs_per_gpu" if pack > 1 else "trials_per_gpu")
         why = (f"the memory probe: {fit} {what} fit in 90 % of one GPU "
                f"({(memory or {}).get('gpu_mib', 0):.0f} MiB), at most {MAX_TRIALS_PER_GPU}"
                if fit else "not measured (or not even one fits): a whole GPU per worker")

@@ -20,6 +20,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 SEARCHERS = ("optuna-tpe", "random", "grid")
 SCHEDULERS = ("asha", "moasha", "none")  # moasha: multi-objective ASHA (study/runs/schedulers.py)
 MODES = ("auto", "inline", "train")
+PACK_ON_GPU = 4  # resources.pack's default where trials have a GPU share
 GPU_AUTO = "auto"  # resources.gpus_per_worker: a trial's share of a GPU from a memory probe
 CONDITIONS = SELECT_CONDITIONS  # an objective's condition: one evaluated on dev every epoch
 METRICS = ("macro_f1", "accuracy", "uar", "loss", "ccc_mean", "ccc_arousal", "ccc_valence",
@@ -98,7 +99,16 @@ class Resources:
     max_concurrent_trials: int | None = None  # None: computed from the cluster (see max_concurrent)
     # rerun stage: up to this many seeds x folds of one configuration train as one packed trial
     # (one stacked model, study/runs/packs.py) where their shapes allow; 1 = every job alone
-    pack: int = 4
+    # None (the default): 4 where trials have a GPU share, 1 (off) on CPU, where a pack measured
+    # 0.87x the unpacked trials per hour (docs/packing.md)
+    pack: int | None = None
+
+    @property
+    def pack_size(self) -> int:
+        """resources.pack as given, else 4 with a GPU share ("auto" counts: it is for GPUs), else 1."""
+        if self.pack is not None:
+            return self.pack
+        return PACK_ON_GPU if self.gpus_per_worker == GPU_AUTO or self.gpus_per_worker > 0 else 1
 
     @property
     def inline(self) -> bool:
