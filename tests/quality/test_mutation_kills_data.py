@@ -240,3 +240,40 @@ def test_an_invalid_protocol_says_every_fault_in_one_message():
         "invalid protocol: grid_audio: [0.3, 0.1] must be strictly increasing (the grid's draws are "
         "nested along each axis); grid_video: [0.2, 0.2] must be strictly increasing (the grid's "
         "draws are nested along each axis)")
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+@pytest.mark.parametrize("name, text", [
+    ("av", "both streams"), ("audio_only", "audio only (video removed)"),
+    ("video_only", "video only (audio removed)"),
+    ("miss_0.3", "30% of test utterances lose one whole stream"),
+    ("drop_video_0.5", "50% of the video frames are masked at random"),
+    ("gap_audio_0.3", "one contiguous masked gap covers 30% of the audio"),
+    ("noise_audio_10db", "Gaussian noise on the audio features at 10 dB SNR"),
+    ("async_200ms", "the audio is delayed by 200 ms against the other stream"),
+    ("miss_a0.3_v0.1", "30% of test utterances lose their audio, 10% their video (never both)"),
+])
+def test_every_kind_of_condition_is_described_in_words(name, text):
+    from study.vocab import parse_condition
+
+    assert parse_condition(name).describe() == text
+
+
+def test_condition_names_keep_one_decimal_for_tenths_and_whole_levels():
+    from study.vocab import condition_name
+
+    assert [condition_name("miss", x) for x in (0.0, 0.3, 1.0, 0.25, 0.05)] == [
+        "miss_0.0", "miss_0.3", "miss_1.0", "miss_0.25", "miss_0.05"]
+    assert condition_name("noise_audio", 10.0) == "noise_audio_10db"
+    assert condition_name("async", 200.0) == "async_200ms"
+
+
+def test_study_dir_names_its_progress_and_stage_files(tmp_path):
+    from study.vocab import StudyDir
+
+    d = StudyDir(str(tmp_path))
+    assert d.root == tmp_path and isinstance(d.root, type(tmp_path))
+    assert d.progress("search-late-r0") == tmp_path / "progress" / "search-late-r0.json"
+    assert d.stage_marker("rerun") == tmp_path / "stages" / "rerun.done"
