@@ -21,7 +21,8 @@ def synth_cache(tmp_path, monkeypatch):
 def _study(tmp_path, pack: int):
     torch.set_num_threads(1)
     raw = _spec(seeds=[3, 5, 7], budget={"trials_per_cell": 2, "max_epochs": 3},
-                scheduler={"kind": "none"}, resources={"workers": 1, "cpus_per_worker": 1, "pack": pack})
+                scheduler={"kind": "none"}, resources={"workers": 1, "cpus_per_worker": 1, "pack": pack,
+                                                             "max_concurrent_trials": 1})  # one slot: no CPU cap
     out = sweep(spec_from_dict(raw), out=tmp_path / f"pack{pack}", verbose=0)
     return pd.read_parquet(out / "results.parquet"), pd.read_parquet(out / "curves.parquet")
 
