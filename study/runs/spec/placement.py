@@ -37,8 +37,13 @@ def gpu_share(memory: Mapping | None, pack: int) -> float:
     resources.pack > 1) that fit in 90 % of one GPU by the memory probe (study/training/memory.py),
     at most MAX_TRIALS_PER_GPU; a whole GPU when unmeasured or when not even one fits. Rounded
     down to Ray's resource precision (1e-4) so n of them fit."""
-    n = (memory or {}).get("packs_per_gpu" if pack > 1 else "trials_per_gpu")
+    n = _fits(memory, pack)
     return math.floor(1e4 / min(n, MAX_TRIALS_PER_GPU)) / 1e4 if n else 1.0
+
+
+def _fits(memory: Mapping | None, pack: int) -> int | None:
+    """How many trials (packs, for pack > 1) the probe found fit on one GPU (None: unmeasured)."""
+    return (memory or {}).get("packs_per_gpu" if pack > 1 else "trials_per_gpu")
 
 
 def resolve_gpus(spec: StudySpec, cluster: Mapping[str, float],
@@ -56,7 +61,7 @@ def resolve_gpus(spec: StudySpec, cluster: Mapping[str, float],
         pack = r.pack_size  # auto is for GPUs: the GPU default
         share = gpu_share(memory, pack)
         what = "pack(s)" if pack > 1 else "trial(s)"
-        fit = (memory or {}).get("packs_per_gpu" if pack > 1 else "trials_per_gpu")
+        fit = _fits(memory, pack)
         why = (f"the memory probe: {fit} {what} fit in 90 % of one GPU "
                f"({(memory or {}).get('gpu_mib', 0):.0f} MiB), at most {MAX_TRIALS_PER_GPU}"
                if fit else "not measured (or not even one fits): a whole GPU per worker")
