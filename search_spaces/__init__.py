@@ -114,6 +114,12 @@ class CombinedSpace:
         params.update(self.fixed)
         return params
 
+    def searched_keys(self) -> set[str]:
+        """Names the space draws on its first branch (the fixed keys are not drawn)."""
+        probe = _Probe()
+        self(probe)
+        return set(probe.names)
+
 
 def suggest_range(trial: Any, name: str, rng: Mapping[str, Any]) -> Any:
     """Suggest `name` from a spec `search:` range ({float|int: [low, high], log, step} or

@@ -166,6 +166,11 @@ DATA_CONDITIONS = ("train_missing_rate", "audio_only_share")
 """Protocol keys that describe the data a study is about: cell dimensions or fixed per study."""
 AUGMENTATIONS = ("modality_dropout", "modality_dropout_curriculum", "frame_dropout", "noise_aug", "noise_aug_snr_db")
 """Training choices that perturb the training data (searchable, never folded into the data)."""
+PACK_VARIES = ("seed", *DATA_CONDITIONS, *AUGMENTATIONS, "lr", "weight_decay", "beta1", "beta2", "grad_clip",
+               "patience", "unimodal_weight", "unimodal_loss")
+"""Flat keys the members of one pack (one stacked model, docs/packing.md) may differ in: what the
+pack's exactness tests vary (tests/modelling/test_packed.py). Not recon_weight: 0 removes the
+reconstruction heads, so a pack varies it only where no member has 0."""
 
 # ----------------------------------------------------------------------------- a study's files
 

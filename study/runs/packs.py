@@ -16,6 +16,7 @@ the members that trained in it. `wall_time_s` (Tune's time) is the pack's.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -42,6 +43,7 @@ from study.runs.worker import (
 from study.training.config import config_from_flat, objective_key
 
 MEMBER = re.compile(r"^m(\d+)/(.+)$")
+STOPS_NAMESPACE = "avstudy"  # of the PackStops actor that carries a scheduler's stops to a pack
 VARIED = ("seed",)  # what the rerun stage's members of one pack differ in (and the fold, in meta)
 
 
@@ -56,17 +58,15 @@ def pack_jobs(jobs: list[dict], size: int, ctx: TrialContext,
     trials than slots would leave cores idle."""
     if size < 2 or ctx.workers != 1:
         return jobs, None if size < 2 else "resources.workers > 1 (a pack trains in one process)"
-    if slots and not ctx.gpus_per_worker:
-        size = min(size, max(1, math.ceil(len(jobs) / slots)))
+    size = cpu_capped(size, len(jobs), slots, ctx)
     groups: dict[str, list[dict]] = {}
     for job in jobs:
         key = json.dumps({k: v for k, v in job["flat"].items() if k not in VARIED}, sort_keys=True)
         groups.setdefault(key, []).append(job)
     out, refused = [], None
     for members in groups.values():
-        n = math.ceil(len(members) / size)
-        bounds = [round(i * len(members) / n) for i in range(n + 1)]
-        for lo, hi in zip(bounds, bounds[1:]):
+        sizes = near_equal(len(members), size)
+        for lo, hi in zip([0, *itertools.accumulate(sizes)], itertools.accumulate(sizes)):
             chunk = members[lo:hi]
             why = _refusal(chunk, ctx) if len(chunk) > 1 else "one job"
             if why is None:
@@ -75,6 +75,21 @@ def pack_jobs(jobs: list[dict], size: int, ctx: TrialContext,
                 refused = refused if len(chunk) == 1 else why
                 out.extend(chunk)
     return out, refused
+
+
+def cpu_capped(size: int, n: int, slots: int | None, ctx: TrialContext) -> int:
+    """The pack size for n jobs: CPU trials (no GPU share) pack no more than fills the `slots`
+    trials that run at once (a pack uses its one trial's CPUs)."""
+    if slots and not ctx.gpus_per_worker:
+        return min(size, max(1, math.ceil(n / slots)))
+    return size
+
+
+def near_equal(n: int, size: int) -> list[int]:
+    """n jobs in ceil(n / size) packs of near-equal size (9 at size 4: 3+3+3, not 4+4+1)."""
+    k = math.ceil(n / size)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [hi - lo for lo, hi in zip(bounds, bounds[1:])]
 
 
 def _refusal(chunk: list[dict], ctx: TrialContext) -> str | None:
@@ -171,7 +186,12 @@ def pack_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoint:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             pack.restore(Path(d))
+    stopped = scheduler_stops(config, ctx)
     while not pack.session.done:
+        for k in stopped():  # a search pack's members the scheduler stopped: they leave
+            pack.session.leave(k, "stopped by the scheduler")
+        if pack.session.done:
+            break
         pack.epoch()
         metrics = pack.metrics()
         with tempfile.TemporaryDirectory() as d:
@@ -180,6 +200,29 @@ def pack_loop(config: dict, ctx: TrialContext, report: Callable, get_checkpoint:
                 pack.save(Path(d))
                 ckpt = make_checkpoint(d)
             report(metrics, checkpoint=ckpt)
+
+
+def scheduler_stops(config: dict, ctx: TrialContext) -> Callable[[], list[int]]:
+    """For a search pack (study/runs/search_packs.py): () -> the members its scheduler stopped so
+    far; [] for other packs, or where the PackStops actor cannot be reached (the pack then
+    trains on, as Tune would stop it whole)."""
+    trial_id = config["job"].get("trial")
+    if not ctx.pack_stops or not trial_id:
+        return lambda: []
+    import ray
+
+    try:
+        actor = ray.get_actor(ctx.pack_stops, namespace=STOPS_NAMESPACE)
+    except ValueError:
+        return lambda: []
+
+    def stopped() -> list[int]:
+        try:
+            return ray.get(actor.stopped.remote(trial_id), timeout=60)
+        except (ray.exceptions.RayError, TimeoutError):  # the actor is gone: train on
+            return []
+
+    return stopped
 
 
 # ----------------------------------------------------------------------------- results
@@ -194,16 +237,17 @@ def unpack_records(records: list[TrialRecord]) -> list[TrialRecord]:
     return out
 
 
+def member_metrics(result: dict, k: int) -> dict:
+    """Member k's view of a pack trial's result: the pack's own keys, its `m<k>/` keys on top."""
+    prefix = f"m{k}/"
+    own = {key[len(prefix):]: v for key, v in result.items() if key.startswith(prefix)}
+    return {**{key: v for key, v in result.items() if not MEMBER.match(key)}, **own}
+
+
 def _members(rec: TrialRecord, members: list[dict]) -> list[TrialRecord]:
-    shared = {k: v for k, v in rec.last.items() if not MEMBER.match(k)}
-    own: list[dict] = [{} for _ in members]
-    for key, value in rec.last.items():
-        m = MEMBER.match(key)
-        if m:
-            own[int(m.group(1))][m.group(2)] = value
     out = []
     for k, job in enumerate(members):
-        last = {**shared, **own[k], "pack_id": rec.tune_id}
+        last = {**member_metrics(rec.last, k), "pack_id": rec.tune_id}
         error = last.pop("error", None) or rec.error
         out.append(TrialRecord(tune_id=f"{rec.tune_id}-m{k}", config={"job": job}, last=last,
                                error=error, curves=_member_curves(rec.curves, k)))

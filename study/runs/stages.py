@@ -116,10 +116,11 @@ def study_folds(spec: StudySpec) -> tuple[int, ...]:
 
 
 def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: str,
-                cell: str | None = None):
+                cell: str | None = None, packs=None):
     import optuna
 
     from study.runs.schedulers import TruthfulOptunaSearch
+    from study.runs.search_packs import PackedSearch
 
     seed = spec.searcher.seed + cell_index
     if spec.searcher.kind == "random":
@@ -131,10 +132,12 @@ def _search_alg(spec: StudySpec, space, study_dir: Path, cell_index: int, slug: 
     keys = [o.key for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     single = len(keys) == 1
-    return TruthfulOptunaSearch(space=space, metric=keys[0] if single else keys,
-                                mode=modes[0] if single else modes, sampler=sampler,
-                                study_name=f"{spec.name}/search/{slug}", storage=storage, metric_names=keys,
-                                trial_attrs={"cell": cell or slug, "stage": "search"})
+    kind, extra = ((TruthfulOptunaSearch, {}) if packs is None
+                   else (PackedSearch, {"packs": packs, "preset": spec.model_preset}))
+    return kind(space=space, metric=keys[0] if single else keys,
+                mode=modes[0] if single else modes, sampler=sampler,
+                study_name=f"{spec.name}/search/{slug}", storage=storage, metric_names=keys,
+                trial_attrs={"cell": cell or slug, "stage": "search"}, **extra)
 
 
 def close_orphans(study_dir: Path, study_name: str, url: str | None = None) -> int:
@@ -215,6 +218,7 @@ class Sweep:
         from ray import tune
 
         from search_spaces import combine
+        from study.runs.packs import unpack_records
 
         spec = self.spec
         slug = R.cell_slug(*R.cell_of(cell))
@@ -232,10 +236,11 @@ class Sweep:
         else:
             space = combine(spec.spaces, fixed, data_conditions=spec.search_data_conditions,
                             search=spec.search)
-            search = _search_alg(spec, space, self.dir, index, slug, cell=label["cell"])
-            records = self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
-                                            "search_alg": search,
-                                            "scheduler": _scheduler(spec)}, label=label)
+            packs, ctx, scheduler = self._search_packs(space, ctx, slug)
+            search = _search_alg(spec, space, self.dir, index, slug, cell=label["cell"], packs=packs)
+            records = unpack_records(self._fit(name, ctx, {"num_samples": spec.budget.trials_per_cell,
+                                                           "search_alg": search,
+                                                           "scheduler": scheduler}, label=label))
             close_orphans(self.dir, f"{spec.name}/search/{slug}", spec.optuna_storage)
         searched = lambda rec: sorted(set(unwrap_job(rec.config)[0]) - set(fixed))
         rows, curves = [], []
@@ -248,6 +253,20 @@ class Sweep:
         _mark_done(self.dir, name, _summary(records))
         R.write_results(self.dir)
         self.push()
+
+    def _search_packs(self, space, ctx, slug: str):
+        """(SearchPacks or None, the stage's TrialContext, its scheduler): where the cell's search
+        packs (study/runs/search_packs.py), a scheduler that judges every member on its own."""
+        from study.runs.search_packs import PackScheduler, search_pack_plan, start_stops
+
+        packs, why_not = search_pack_plan(self.spec, ctx, space, self.concurrency)
+        scheduler = _scheduler(self.spec)
+        if why_not and self.verbose:
+            print(f"search {slug}: trials train alone, not packed: {why_not}")
+        if packs is None or scheduler is None:
+            return packs, ctx, scheduler
+        name, actor = start_stops()
+        return packs, dataclasses.replace(ctx, pack_stops=name), PackScheduler(scheduler, actor)
 
     def push(self) -> None:
         """Copy the study's changed files to its remote (a no-op for a local study)."""

@@ -41,6 +41,7 @@ class TrialContext:
     trial_folds: tuple[int, ...] = (0,)  # folds a trial trains when its job names none (search)
     folds_dir: str | None = None  # where the driver's folds are (made again there if missing)
     pack: int = 1  # resources.pack: a trial's folds in lockstep train as packs of up to this many
+    pack_stops: str | None = None  # search packs: the PackStops actor (study/runs/search_packs.py)
 
     @property
     def threads(self) -> int:

@@ -8,6 +8,7 @@ declared with the keys themselves (study/keys.py, through `study.training.config
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +41,7 @@ from study.runs.spec.schema import (
 )
 from study.runs.spec.search import parse_search
 from study.training.config import flat_config_problems
+from study.vocab import PACK_VARIES
 
 # ---------------------------------------------------------------- parsing helpers
 
@@ -238,7 +240,8 @@ def _objectives(raw: Mapping) -> tuple[Objective, ...]:
 
 def _resources(raw: Mapping) -> Resources:
     types = {"workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float, str),
-             "mode": str, "max_concurrent_trials": (int, type(None)), "pack": (int, type(None))}
+             "mode": str, "max_concurrent_trials": (int, type(None)), "pack": (int, type(None)),
+             "pack_vary": (list, type(None))}
     r = _section(raw, "resources", Resources, types)
     _positive(r.workers, "resources.workers")
     _positive(r.cpus_per_worker, "resources.cpus_per_worker")
@@ -257,6 +260,10 @@ def _resources(raw: Mapping) -> Resources:
         _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
     if r.pack is not None:
         _positive(r.pack, "resources.pack")
+    if r.pack_vary is not None:
+        r = dataclasses.replace(r, pack_vary=tuple(
+            _choice(_typed(k, str, f"resources.pack_vary[{i}]"), PACK_VARIES, f"resources.pack_vary[{i}]")
+            for i, k in enumerate(r.pack_vary)))
     return r
 
 

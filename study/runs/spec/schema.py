@@ -102,6 +102,11 @@ class Resources:
     # None (the default): 4 where trials have a GPU share, 1 (off) on CPU, where a pack measured
     # 0.87x the unpacked trials per hour (docs/packing.md)
     pack: int | None = None
+    # search stage: the searched keys the members of one pack may differ in (each a PACK_VARIES
+    # key, study/vocab.py); the pack's other searched keys are drawn once, for its first member.
+    # None (the default): the search packs only where every searched key may vary (packing then
+    # changes no draw); [] : the search never packs
+    pack_vary: tuple[str, ...] | None = None
 
     @property
     def pack_size(self) -> int:
@@ -194,6 +199,8 @@ class StudySpec:
         else:
             d["cells"].pop("train_missing")
         d["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
+        if self.resources.pack_vary is None:  # spec.yaml of older studies unchanged
+            d["resources"].pop("pack_vary")
         for key, default in (("failure", FailureSpec()), ("optuna_storage", None), ("tracking", {}),
                              ("search", {}), ("baselines", True)):
             if getattr(self, key) == default:  # spec.yaml of older studies unchanged
