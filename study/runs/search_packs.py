@@ -14,7 +14,7 @@ trial, a scheduler candidate and a results row of its own (tune id `<pack trial>
 """
 from __future__ import annotations
 
-import uuid
+import hashlib
 from dataclasses import dataclass
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -145,11 +145,27 @@ class _Member:
 class PackScheduler(FIFOScheduler):
     """Applies `inner` (ASHA, MO-ASHA) to each member of a pack trial; other trials as they are."""
 
-    def __init__(self, inner, stops):
+    def __init__(self, inner, stops: str):
         super().__init__()
-        self.inner, self.stops = inner, stops
+        self.inner, self.stops = inner, stops  # stops: the PackStops actor's name
         self.open: dict[str, dict[int, str]] = {}  # pack trial -> its members still racing
+        self.stopped: dict[str, list[int]] = {}  # pack trial -> the members this scheduler stopped
         self.seen: dict[str, object] = {}  # member id -> its last epoch shown to inner
+        self._actor = None
+
+    def __getstate__(self) -> dict:  # Tune pickles the scheduler with the experiment: no handle
+        return {**self.__dict__, "_actor": None}
+
+    def _tell(self, trial_id: str) -> None:
+        """The pack's stopped members to its trial, every report (a driver restored from the
+        experiment's state starts a new PackStops of the same name: it learns them again)."""
+        import ray
+
+        try:
+            self._actor = self._actor or ray.get_actor(self.stops, namespace=STOPS_NAMESPACE)
+            self._actor.stop.remote(trial_id, self.stopped[trial_id])
+        except (ValueError, ray.exceptions.RayError):  # gone: the pack trains on, Tune stops it whole
+            self._actor = None
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, **spec)
@@ -180,7 +196,9 @@ class PackScheduler(FIFOScheduler):
                     self._close(tune_controller, trial.trial_id, k, None)
                     stopped.append(k)
         if stopped:
-            self.stops.stop.remote(trial.trial_id, stopped)
+            self.stopped[trial.trial_id] = sorted({*self.stopped.get(trial.trial_id, ()), *stopped})
+        if self.stopped.get(trial.trial_id):
+            self._tell(trial.trial_id)
         return TrialScheduler.CONTINUE if racing else TrialScheduler.STOP
 
     def _close(self, tune_controller, trial_id: str, k: int, result: dict | None) -> None:
@@ -235,14 +253,15 @@ class PackStops:
         return sorted(self._stopped.get(trial_id, ()))
 
 
-def start_stops() -> tuple[str, object]:
-    """(name, handle) of a new PackStops actor on the driver's node (a lost worker node must not
-    take the scheduler's decisions with it)."""
+def start_stops(experiment: str) -> tuple[str, object]:
+    """(name, handle) of the PackStops actor of one experiment (a study directory's search cell:
+    the same name when the study resumes), on the driver's node (a lost worker node must not take
+    the scheduler's decisions with it). It lives as long as the driver."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    name = f"avstudy-pack-stops-{uuid.uuid4().hex[:12]}"
+    name = f"avstudy-pack-stops-{hashlib.sha1(experiment.encode()).hexdigest()[:16]}"
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     actor = ray.remote(num_cpus=0)(PackStops).options(
-        name=name, namespace=STOPS_NAMESPACE, scheduling_strategy=here).remote()
+        name=name, namespace=STOPS_NAMESPACE, scheduling_strategy=here, get_if_exists=True).remote()
     return name, actor

@@ -195,6 +195,7 @@ class Sweep:
             check_resources(spec, cluster)
         self.concurrency = max_concurrent(spec, cluster)
         self.inline = spec.resources.inline
+        self.stops_actor = None  # a packed search cell's PackStops (study/runs/search_packs.py)
 
     def _fit(self, name: str, ctx, tune_config, param_space=None, label=None):
         from ray import tune
@@ -265,8 +266,8 @@ class Sweep:
             print(f"search {slug}: trials train alone, not packed: {why_not}")
         if packs is None or scheduler is None:
             return packs, ctx, scheduler
-        name, actor = start_stops()
-        return packs, dataclasses.replace(ctx, pack_stops=name), PackScheduler(scheduler, actor)
+        name, self.stops_actor = start_stops(f"{self.dir.resolve()}/search-{slug}")  # held: alive
+        return packs, dataclasses.replace(ctx, pack_stops=name), PackScheduler(scheduler, name)
 
     def push(self) -> None:
         """Copy the study's changed files to its remote (a no-op for a local study)."""

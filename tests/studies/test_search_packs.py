@@ -3,6 +3,7 @@ per Tune trial, sharing what a pack may not vary; the scheduler judges each memb
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from types import SimpleNamespace
 
 import optuna
@@ -83,7 +84,7 @@ def test_a_first_member_that_cannot_pack_trains_alone_under_the_trials_own_id():
 class _Stops:
     def __init__(self):
         self.calls = []
-        self.stop = SimpleNamespace(remote=lambda trial, members: self.calls.append((trial, members)))
+        self.stop = SimpleNamespace(remote=lambda trial, members: self.calls.append((trial, list(members))))
 
 
 def _trial(tid, n):
@@ -94,7 +95,8 @@ def test_the_scheduler_stops_a_member_and_the_pack_goes_on():
     inner = ASHAScheduler(time_attr="epoch", metric="av", mode="max", max_t=8, grace_period=1,
                           reduction_factor=2)
     stops = _Stops()
-    sched = PackScheduler(inner, stops)
+    sched = PackScheduler(inner, "unused")
+    sched._actor = stops
     first, pack = SimpleNamespace(trial_id="a", config={"lr": 1}), _trial("p", 3)
     sched.on_trial_add(None, first)
     sched.on_trial_add(None, pack)
@@ -108,19 +110,24 @@ def test_the_scheduler_stops_a_member_and_the_pack_goes_on():
     # member 0 finished on its own, member 2 diverged: nobody races any more -> the pack stops
     later = {**result, "epoch": 2, "m0/epoch": 2, "m0/finished": True, "m2/error": "TrialDiverged"}
     assert sched.on_trial_result(None, pack, later) == TrialScheduler.STOP
+    assert stops.calls == [("p", [1])] * 2  # told again with every report (a restored driver)
     sched.on_trial_complete(None, pack, later)
-    assert "p" not in sched.open and stops.calls == [("p", [1])]
+    assert "p" not in sched.open
+    assert pickle.loads(pickle.dumps(sched))._actor is None  # Tune pickles it: no actor handle
 
 
 def test_the_schedulers_stops_reach_the_pack_trial_through_the_actor(ray_session):
     from study.runs.packs import scheduler_stops
     from study.runs.search_packs import start_stops
 
-    name, actor = start_stops()
+    name, actor = start_stops("study-a/search-x")
+    assert start_stops("study-a/search-x")[0] == name != start_stops("study-b/search-x")[0]
     ctx = _ctx(pack_stops=name)
     stopped = scheduler_stops({"job": {"trial": "p"}}, ctx)
     assert stopped() == []
-    PackScheduler(None, actor).stops.stop.remote("p", [2])
+    sched = PackScheduler(None, name)
+    sched.stopped["p"] = [2]
+    sched._tell("p")
     actor.stop.remote("other", [0])
     assert stopped() == [2]
     assert scheduler_stops({"job": {"trial": "p"}}, _ctx())() == []  # no scheduler: nothing stops
@@ -140,7 +147,7 @@ def test_a_member_the_scheduler_stopped_leaves_and_its_mate_trains_on(ray_sessio
                            "model_preset": "tiny", "spaces": [], "searcher": {"kind": "grid"},
                            "fixed": {"batch_size": 32, "patience": 5},
                            "cells": {"fusion": ["vavl"], "train_missing_rate": [0.0]}})
-    name, actor = start_stops()
+    name, actor = start_stops(str(tmp_path))
     ctx = dataclasses.replace(trial_context(spec, str(tmp_path / "ray"), "search", evaluate_test=False),
                               pack_stops=name)
     flat = base_flat(spec, {"fusion": "vavl", "train_missing_rate": 0.0}, 3, 0)
