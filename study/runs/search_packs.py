@@ -97,7 +97,8 @@ class PackedSearch(TruthfulOptunaSearch):
         shared = {k: v for k, v in self._ot_trials[first_id].params.items() if k not in self._plan.vary}
         ids, flats = [first_id], [first]
         for k in range(1, size):
-            self._ot_study.enqueue_trial(shared, skip_if_exists=False)
+            if shared:  # else every searched key may vary: the member is drawn as any trial is
+                self._ot_study.enqueue_trial(shared, skip_if_exists=False)
             ids.append(f"{trial_id}-m{k}")
             flats.append(super().suggest(ids[-1]))
         self._packs[trial_id] = ids
