@@ -100,8 +100,8 @@ def _summary_conditions(res: pd.DataFrame) -> list[str]:
 
 def _paper(rep: Report) -> paper.Paper:
     _need_results(rep)
-    if rep.paper is None:
-        raise Unavailable("No trial has reported dev scores yet.")
+    if rep.paper is None:  # pick found nothing to select: say why (no dev rows, or all NaN)
+        raise Unavailable(gather.no_pick_reason(rep.results, rep.ctx))
     return rep.paper
 
 

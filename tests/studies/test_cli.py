@@ -160,6 +160,34 @@ def test_plan_fails_where_the_sweep_would(data, tmp_path, capsys):
     assert "holds no dataset.json" in capsys.readouterr().err
 
 
+
+def test_plan_refuses_a_categorical_objective_for_a_dimensional_task(data, tmp_path, capsys):
+    dim = {"kind": "dimensional", "label_kind": "hard"}
+    for metric, rc in (("macro_f1", 2), ("uar", 2), ("ccc_mean", None)):
+        spec = _spec_file(tmp_path, dataset={"path": str(data)}, task=dim,
+                          objectives=[{"metric": metric, "condition": "av", "mode": "max"}])
+        got = main(["plan", str(spec), "--no-probe"])
+        err = capsys.readouterr().err
+        if rc is None:  # a dimensional objective passes the objective check (the labels may still not)
+            assert "objectives[0].metric" not in err, err
+        else:
+            assert got == rc and f"objectives[0].metric: {metric} is not a metric of a dimensional task" in err
+
+
+def test_plan_refuses_a_dataset_without_test_utterances(data, tmp_path, capsys):
+    import shutil
+
+    no_test = tmp_path / "no-test"
+    shutil.copytree(data, no_test)
+    m = pd.read_parquet(no_test / "manifest.parquet")
+    m.assign(split=m["split"].replace({"test": "train"})).to_parquet(no_test / "manifest.parquet", index=False)
+    before = (no_test / "manifest.parquet").read_bytes()
+    spec = _spec_file(tmp_path, dataset={"path": str(no_test)})
+    assert main(["plan", str(spec), "--no-probe"]) == 1  # a data error (a wrong spec exits 2)
+    err = capsys.readouterr().err
+    assert f"{no_test}/manifest.parquet: split 'test' has no utterances" in err
+    assert (no_test / "manifest.parquet").read_bytes() == before
+
 def test_spaces_lists_parameters_with_ranges(capsys):
     assert main(["spaces"]) == 0
     out = capsys.readouterr().out
