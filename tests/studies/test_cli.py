@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,8 +176,6 @@ def test_plan_refuses_a_categorical_objective_for_a_dimensional_task(data, tmp_p
 
 
 def test_plan_refuses_a_dataset_without_test_utterances(data, tmp_path, capsys):
-    import shutil
-
     no_test = tmp_path / "no-test"
     shutil.copytree(data, no_test)
     m = pd.read_parquet(no_test / "manifest.parquet")
